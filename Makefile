@@ -1,0 +1,42 @@
+# Caregate: `make run` serves the portal with demo data; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+# The test suite runs against the real services every machine has (see README).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/caregate
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test lint bench chromium clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.installed
+	mkdir -p var/static
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo
+	@echo "Caregate is at http://127.0.0.1:$(PORT)/  (dev outbox: http://127.0.0.1:$(PORT)/dev/outbox/)"
+	$(PY) manage.py runserver 127.0.0.1:$(PORT)
+
+# Debian's Chromium for the Playwright tests (Playwright's own browser download is not used).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check caregate tests bench manage.py
+	$(VENV)/bin/ruff format --check caregate tests bench manage.py
+
+test: $(VENV)/.installed chromium lint
+	mkdir -p var
+	$(PY) manage.py makemigrations --check --dry-run
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/signin_throughput.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,142 @@
+"""manage.py import_users FILE.csv: existing portal users who still do "MFA registration only".
+
+Columns: username, email, first_name, last_name, organization_npi, is_admin, and either
+password (plain, hashed here) or password_hash (any format Django can verify; it is
+upgraded to Argon2id at the user's first sign-in). Every row is checked first; a file with
+any bad row changes nothing, and the command lists each rejected row and why.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.hashers import identify_hasher, make_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import Q
+
+from caregate.accounts.models import CaregateUserManager, Organization, User
+
+REQUIRED = ["username", "email", "first_name", "last_name", "organization_npi"]
+# The model's column sizes: a longer value is rejected, never silently cut.
+MAX_LENGTH = {"username": 150, "first_name": 150, "last_name": 150, "email": 254}
+TRUE = {"1", "true", "yes", "y"}
+FALSE = {"", "0", "false", "no", "n"}
+
+
+@dataclass
+class Row:
+    line: int
+    values: dict[str, str]
+
+
+class Command(BaseCommand):
+    help = "Import existing portal users (they then complete MFA registration only)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        rows = self._read(options["file"])
+        users, errors = self._validate(rows)
+        if errors:
+            for line, reason in errors:
+                self.stderr.write(f"line {line}: {reason}")
+            raise CommandError(f"{len(errors)} row(s) rejected; nothing was imported.")
+        with transaction.atomic():
+            User.objects.bulk_create(users)
+        self.stdout.write(self.style.SUCCESS(f"Imported {len(users)} user(s)."))
+
+    def _read(self, path: Path) -> list[Row]:
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise CommandError(f"missing column(s): {', '.join(missing)}")
+                return [
+                    Row(index, {k: (v or "").strip() for k, v in record.items() if k})
+                    for index, record in enumerate(reader, start=2)
+                ]
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from exc
+
+    def _validate(self, rows: list[Row]) -> tuple[list[User], list[tuple[int, str]]]:
+        organizations = {
+            key: org
+            for org in Organization.objects.all()
+            for key in (org.npi, org.payer_id)
+            if key
+        }
+        seen_usernames: set[str] = set()
+        seen_emails: set[str] = set()
+        users: list[User] = []
+        errors: list[tuple[int, str]] = []
+        for row in rows:
+            try:
+                user = self._user(row.values, organizations)
+                self._unique(user, seen_usernames, seen_emails)
+            except ValueError as exc:
+                errors.append((row.line, str(exc)))
+                continue
+            users.append(user)
+        return users, errors
+
+    def _user(self, values: dict[str, str], organizations: dict[str, Organization]) -> User:
+        for column in REQUIRED:
+            if not values.get(column):
+                raise ValueError(f"{column} is empty")
+        for column, value in values.items():
+            if "\x00" in value:
+                raise ValueError(f"{column} contains a NUL character")
+        for column, limit in MAX_LENGTH.items():
+            if len(values[column]) > limit:
+                raise ValueError(f"{column} is longer than {limit} characters")
+        email = CaregateUserManager.normalize_email(values["email"])
+        try:
+            validate_email(email)
+        except ValidationError as exc:
+            raise ValueError(f"email {values['email']!r} is not valid") from exc
+        organization = organizations.get(values["organization_npi"])
+        if organization is None:
+            raise ValueError(f"no organization with NPI {values['organization_npi']}")
+        admin = values.get("is_admin", "").lower()
+        if admin not in TRUE | FALSE:
+            raise ValueError(f"is_admin must be true or false, not {values['is_admin']!r}")
+        return User(
+            username=values["username"],
+            email=email,
+            first_name=values["first_name"],
+            last_name=values["last_name"],
+            organization=organization,
+            is_org_admin=admin in TRUE,
+            mfa_method=User.MfaMethod.NONE,
+            password=self._password(values),
+        )
+
+    def _password(self, values: dict[str, str]) -> str:
+        plain, hashed = values.get("password", ""), values.get("password_hash", "")
+        if bool(plain) == bool(hashed):
+            raise ValueError("give exactly one of password and password_hash")
+        if plain:
+            return make_password(plain)
+        try:
+            # decode() too: a known prefix on a malformed hash would break the sign-in.
+            identify_hasher(hashed).decode(hashed)
+        except (ValueError, TypeError, AssertionError, IndexError) as exc:
+            raise ValueError("password_hash is not in a format Caregate can verify") from exc
+        return hashed
+
+    def _unique(self, user: User, usernames: set[str], emails: set[str]) -> None:
+        name = user.username.lower()
+        if name in usernames or User.objects.filter(username__iexact=name).exists():
+            raise ValueError(f"username {user.username!r} already exists")
+        if user.email in emails or User.objects.filter(Q(email=user.email)).exists():
+            raise ValueError(f"email {user.email!r} already exists")
+        usernames.add(name)
+        emails.add(user.email)

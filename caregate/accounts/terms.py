@@ -1,0 +1,27 @@
+"""Terms of Use: the version in force, and who accepted which version when."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from caregate.accounts.models import TermsAcceptance, TermsVersion, User
+
+
+def current_terms() -> TermsVersion | None:
+    return TermsVersion.objects.filter(published_at__lte=timezone.now()).first()
+
+
+def needs_terms(user: User) -> TermsVersion | None:
+    """Return the terms the user still has to accept, or None."""
+    terms = current_terms()
+    if terms is None or TermsAcceptance.objects.filter(user=user, terms=terms).exists():
+        return None
+    return terms
+
+
+def accept(user: User, terms: TermsVersion, client_ip: str) -> None:
+    TermsAcceptance.objects.get_or_create(
+        user=user,
+        terms=terms,
+        defaults={"accepted_at": timezone.now(), "client_ip": client_ip},
+    )

@@ -1,0 +1,92 @@
+"""Server-side session lifetimes (HIPAA automatic logoff) and no-store caching."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from caregate.audit.log import record
+from caregate.flows import keys
+
+# Write the last-seen time at most this often: a session write on every request would
+# cost the 8 a.m. rush a database/Redis write per page, for no real gain in precision.
+_TOUCH_EVERY = 15
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+class SessionLifetimeMiddleware:
+    """Sign the user out after the idle timeout or the absolute lifetime, whichever first."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple[object, ...],
+        view_kwargs: dict[str, object],
+    ) -> HttpResponse | None:
+        # Checked here rather than in __call__: this middleware sits before
+        # MessageMiddleware, whose storage (for the signed-out message) only exists once
+        # every middleware has seen the request; a response returned from process_view
+        # still goes back out through MessageMiddleware, which saves the message.
+        if request.user.is_authenticated:
+            expired = self._expired(request)
+            if expired:
+                return self._sign_out(request, expired)
+        return None
+
+    def _expired(self, request: HttpRequest) -> str:
+        now = time.time()
+        session = request.session
+        auth_time = session.get(keys.AUTH_TIME)
+        last_seen = session.get(keys.LAST_SEEN)
+        if auth_time is None or last_seen is None:
+            return "unknown"
+        if now - auth_time >= settings.CAREGATE_SESSION_MAX_SECONDS:
+            return "absolute"
+        if now - last_seen >= settings.CAREGATE_IDLE_TIMEOUT_SECONDS:
+            return "idle"
+        if now - last_seen >= min(_TOUCH_EVERY, settings.CAREGATE_IDLE_TIMEOUT_SECONDS / 4):
+            session[keys.LAST_SEEN] = int(now)
+        return ""
+
+    def _sign_out(self, request: HttpRequest, reason: str) -> HttpResponse:
+        user = request.user
+        record("session.timeout", reason, request=request, user=user)
+        logout(request)  # flushes the server-side session
+        if reason == "idle":
+            minutes = settings.CAREGATE_IDLE_TIMEOUT_SECONDS // 60
+            text = (
+                "For your security you were signed out after "
+                f"{minutes} minute{'s' if minutes != 1 else ''} without activity. "
+                "Please sign in again."
+            )
+        else:
+            text = "Your session has ended. Please sign in again."
+        messages.info(request, text)
+        return redirect("portal:login")
+
+
+class NoStoreMiddleware:
+    """Tell browsers and proxies not to keep copies of pages (PHI, sign-in state)."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not request.path.startswith("/static/"):
+            response.setdefault("Cache-Control", "no-store")
+        return response

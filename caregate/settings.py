@@ -1,0 +1,314 @@
+"""Django settings for Caregate, every value from the environment (see README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from caregate.config import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CAREGATE_VAR_DIR", str(BASE_DIR / "var")))
+
+# --- mode -----------------------------------------------------------------------------
+CAREGATE_ENV = env_str("CAREGATE_ENV", "development")
+if CAREGATE_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("CAREGATE_ENV must be 'development' or 'production'")
+PRODUCTION = CAREGATE_ENV == "production"
+DEBUG = env_bool("CAREGATE_DEBUG", not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("CAREGATE_DEBUG cannot be on in production mode")
+
+SECRET_KEY = env_str("CAREGATE_SECRET_KEY")
+ALLOWED_HOSTS = env_list("CAREGATE_ALLOWED_HOSTS")
+if PRODUCTION:
+    # Refuse to start rather than run with a guessable key or a host-header hole.
+    if not SECRET_KEY:
+        raise ImproperlyConfigured("CAREGATE_SECRET_KEY is required in production mode")
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("CAREGATE_ALLOWED_HOSTS is required in production mode")
+else:
+    SECRET_KEY = SECRET_KEY or "development-only-insecure-key-do-not-use-in-production-caregate"
+    ALLOWED_HOSTS = ALLOWED_HOSTS or ["127.0.0.1", "localhost", "[::1]", "testserver"]
+CSRF_TRUSTED_ORIGINS = env_list("CAREGATE_CSRF_TRUSTED_ORIGINS")
+
+# The dev outbox (/dev/outbox/) exists only in development mode.
+CAREGATE_DEV_OUTBOX = not PRODUCTION
+
+# --- applications ---------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "csp",
+    "caregate.accounts",
+    "caregate.audit",
+    "caregate.verification",
+    "caregate.delivery",
+    "caregate.flows",
+    "caregate.portal",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "caregate.security.middleware.SessionLifetimeMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "caregate.security.middleware.NoStoreMiddleware",
+]
+
+ROOT_URLCONF = "caregate.urls"
+WSGI_APPLICATION = "caregate.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "caregate" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "caregate.portal.context.branding",
+            ],
+        },
+    },
+]
+
+# --- data -----------------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'caregate.sqlite3'}"),
+        conn_max_age=env_int("CAREGATE_DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("CAREGATE_CACHE_PREFIX", "caregate"),
+        }
+    }
+    # Sessions in Redis (with the database behind it) so app processes share them.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
+# --- authentication -------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+AUTHENTICATION_BACKENDS = ["caregate.accounts.backends.EmailOrUsernameBackend"]
+LOGIN_URL = "portal:login"
+
+# Argon2id first; the others only verify (and then upgrade) imported legacy hashes.
+PASSWORD_HASHERS = [
+    "caregate.accounts.hashers.ConfiguredArgon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# OWASP Password Storage Cheat Sheet minimum for Argon2id: m=19 MiB, t=2, p=1.
+CAREGATE_ARGON2_MEMORY_KIB = env_int("CAREGATE_ARGON2_MEMORY_KIB", 19456)
+CAREGATE_ARGON2_TIME_COST = env_int("CAREGATE_ARGON2_TIME_COST", 2)
+CAREGATE_ARGON2_PARALLELISM = env_int("CAREGATE_ARGON2_PARALLELISM", 1)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": env_int("CAREGATE_PASSWORD_MIN_LENGTH", 12)},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- sessions and cookies -------------------------------------------------------------
+# HIPAA automatic logoff: idle timeout and an absolute lifetime, both enforced on the server
+# by SessionLifetimeMiddleware. The cookie itself is a browser-session cookie.
+CAREGATE_IDLE_TIMEOUT_SECONDS = env_int("CAREGATE_IDLE_TIMEOUT_MINUTES", 30) * 60
+CAREGATE_SESSION_MAX_SECONDS = env_int("CAREGATE_SESSION_MAX_HOURS", 12) * 3600
+SESSION_COOKIE_AGE = CAREGATE_SESSION_MAX_SECONDS
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_SERIALIZER = "django.contrib.sessions.serializers.JSONSerializer"
+SESSION_COOKIE_NAME = "caregate_session"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+
+# --- security headers -----------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("CAREGATE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("CAREGATE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("CAREGATE_HSTS_PRELOAD", True)
+    if env_bool("CAREGATE_BEHIND_TLS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No inline script or style anywhere: every script is a static file.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [SELF],
+        "object-src": [NONE],
+    }
+}
+# How many reverse proxies sit in front of the app (their X-Forwarded-For entries are
+# trusted); 0 means the client address is REMOTE_ADDR.
+CAREGATE_TRUSTED_PROXY_COUNT = env_int("CAREGATE_TRUSTED_PROXY_COUNT", 0)
+
+# --- email ----------------------------------------------------------------------------
+_EMAIL_BACKENDS = {
+    "outbox": "caregate.delivery.outbox.OutboxEmailBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "console": "django.core.mail.backends.console.EmailBackend",
+}
+_email_backend = env_str("CAREGATE_EMAIL_BACKEND", "smtp" if PRODUCTION else "outbox")
+if _email_backend not in _EMAIL_BACKENDS:
+    raise ImproperlyConfigured("CAREGATE_EMAIL_BACKEND must be outbox, smtp or console")
+if PRODUCTION and _email_backend == "outbox":
+    raise ImproperlyConfigured("the dev outbox cannot be used in production mode")
+EMAIL_BACKEND = _EMAIL_BACKENDS[_email_backend]
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Caregate <no-reply@caregate.invalid>")
+
+# --- branding -------------------------------------------------------------------------
+CAREGATE_BRAND_NAME = env_str("CAREGATE_BRAND_NAME", "Caregate")
+CAREGATE_PORTAL_NAME = env_str("CAREGATE_PORTAL_NAME", "Caregate Provider Portal")
+CAREGATE_SUPPORT_PHONE = env_str("CAREGATE_SUPPORT_PHONE", "1-800-555-0100")
+CAREGATE_INTERNAL_EMAIL_DOMAIN = env_str("CAREGATE_INTERNAL_EMAIL_DOMAIN")
+# Staff single sign-on: the staff column of the login page shows only when configured.
+CAREGATE_OIDC_ISSUER = env_str("CAREGATE_OIDC_ISSUER")
+# Portal modules that live in other applications: hidden unless a URL is configured.
+CAREGATE_CREATE_CASE_URL = env_str("CAREGATE_CREATE_CASE_URL")
+CAREGATE_CONSUMERS_URL = env_str("CAREGATE_CONSUMERS_URL")
+CAREGATE_REPORTS_URL = env_str("CAREGATE_REPORTS_URL")
+
+# --- policy ---------------------------------------------------------------------------
+CAREGATE_EMAIL_LOGIN_CODE_SECONDS = env_int("CAREGATE_EMAIL_LOGIN_CODE_SECONDS", 30)
+CAREGATE_EMAIL_CODE_SECONDS = env_int("CAREGATE_EMAIL_CODE_SECONDS", 600)
+CAREGATE_CODE_MAX_ATTEMPTS = env_int("CAREGATE_CODE_MAX_ATTEMPTS", 5)
+CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = env_int("CAREGATE_CODE_RESEND_COOLDOWN_SECONDS", 10)
+CAREGATE_FLOW_TIMEOUT_SECONDS = env_int("CAREGATE_FLOW_TIMEOUT_SECONDS", 900)
+# Rate limits: (count, window seconds). Shared through the cache by all app processes.
+CAREGATE_RATE_LIMITS = {
+    "signin:account": (env_int("CAREGATE_SIGNIN_LIMIT_PER_ACCOUNT", 10), 900),
+    "signin:client": (env_int("CAREGATE_SIGNIN_LIMIT_PER_CLIENT", 50), 900),
+    "code-send:account": (env_int("CAREGATE_SEND_LIMIT_PER_ACCOUNT", 10), 3600),
+    "code-send:destination": (env_int("CAREGATE_SEND_LIMIT_PER_DESTINATION", 10), 3600),
+    "code-send:client": (env_int("CAREGATE_SEND_LIMIT_PER_CLIENT", 30), 3600),
+    "code-verify:client": (env_int("CAREGATE_VERIFY_LIMIT_PER_CLIENT", 60), 900),
+}
+
+# --- the rest -------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("CAREGATE_TIME_ZONE", "America/New_York")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "caregate" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("CAREGATE_LOG_LEVEL", "INFO")},
+}
+CSRF_FAILURE_VIEW = "caregate.portal.views.csrf_failure"
+
+# --- phone: SMS and voice (Section 3) -------------------------------------------------
+CAREGATE_ALLOWED_COUNTRY_CODES = env_list("CAREGATE_ALLOWED_COUNTRY_CODES", ["1"])
+CAREGATE_SMS_CODE_SECONDS = env_int("CAREGATE_SMS_CODE_SECONDS", 300)
+# "code" (default): the page shows a number the user keys in the call, then #.
+# "press-pound": the guide's behaviour, # alone approves. See README, Security.
+CAREGATE_CALL_MODE = env_str("CAREGATE_CALL_MODE", "code")
+if CAREGATE_CALL_MODE not in {"code", "press-pound"}:
+    raise ImproperlyConfigured("CAREGATE_CALL_MODE must be 'code' or 'press-pound'")
+CAREGATE_CALL_TIMEOUT_SECONDS = env_int("CAREGATE_CALL_TIMEOUT_SECONDS", 120)
+_phone_backend = env_str("CAREGATE_PHONE_BACKEND", "twilio" if PRODUCTION else "outbox")
+if _phone_backend not in {"outbox", "twilio"}:
+    raise ImproperlyConfigured("CAREGATE_PHONE_BACKEND must be outbox or twilio")
+if PRODUCTION and _phone_backend == "outbox":
+    raise ImproperlyConfigured("the dev outbox cannot be used in production mode")
+CAREGATE_PHONE_BACKEND = _phone_backend
+TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID")
+TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
+TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER")
+TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
+TWILIO_TIMEOUT_SECONDS = env_int("TWILIO_TIMEOUT_SECONDS", 10)
+# Where Twilio reaches this deployment (TwiML and status callbacks are signed against it).
+CAREGATE_PUBLIC_BASE_URL = env_str("CAREGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# SMS-pumping budgets: sends and calls per number, per account, per client address, per hour.
+CAREGATE_RATE_LIMITS.update(
+    {
+        "phone-send:destination": (env_int("CAREGATE_PHONE_LIMIT_PER_NUMBER", 5), 3600),
+        "phone-send:account": (env_int("CAREGATE_PHONE_LIMIT_PER_ACCOUNT", 8), 3600),
+        "phone-send:client": (env_int("CAREGATE_PHONE_LIMIT_PER_CLIENT", 20), 3600),
+    }
+)
+
+# --- Remember Me (Section 5) ----------------------------------------------------------
+CAREGATE_REMEMBER_ME_SECONDS = env_int("CAREGATE_REMEMBER_ME_HOURS", 4) * 3600
+CAREGATE_REMEMBER_COOKIE = "caregate_remember"
+
+# --- registration (Sections 1 and 2, and the registration helpers) -------------------
+CAREGATE_REGISTRATION_LINK_SECONDS = env_int("CAREGATE_REGISTRATION_LINK_MINUTES", 20) * 60
+CAREGATE_REGISTRATION_CODE_LABEL = env_str(
+    "CAREGATE_REGISTRATION_CODE_LABEL", "PROVIDER REGISTRATION CODE"
+)
+CAREGATE_RATE_LIMITS.update(
+    {
+        "registration:client": (env_int("CAREGATE_REGISTRATION_LIMIT_PER_CLIENT", 20), 3600),
+        "registration:npi": (env_int("CAREGATE_REGISTRATION_LIMIT_PER_NPI", 10), 3600),
+        "registration:npi-all": (env_int("CAREGATE_REGISTRATION_LIMIT_PER_NPI_ALL", 100), 3600),
+        "link-request:client": (env_int("CAREGATE_LINK_LIMIT_PER_CLIENT", 10), 3600),
+        "link-request:account": (env_int("CAREGATE_LINK_LIMIT_PER_ACCOUNT", 3), 3600),
+    }
+)

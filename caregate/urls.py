@@ -1,0 +1,37 @@
+"""URLs. The flow pattern (/<flow>/<stage>/) comes last: it matches any two segments."""
+
+from django.urls import include, path
+
+from caregate.flows import registration_error, registration_links, trouble_logging_in
+from caregate.flows import views as flow_views
+from caregate.portal import views as portal_views
+
+urlpatterns = [
+    path("healthz", portal_views.healthz, name="healthz"),
+    path("readyz", portal_views.readyz, name="readyz"),
+    path("", include("caregate.delivery.urls")),
+    path("", include("caregate.portal.urls")),
+    # Section 2 and Section 1 start from the login page's links.
+    path("register/", flow_views.start, {"flow_name": "register"}, name="register-start"),
+    path(
+        "mfa-registration/",
+        flow_views.start,
+        {"flow_name": "mfa-registration"},
+        name="mfa-registration-start",
+    ),
+    path(
+        "registration-link/<str:token>/",
+        registration_links.link_landing,
+        name="registration-link",
+    ),
+    path(
+        "registration-link/",
+        registration_links.link_continue,
+        name="registration-link-continue",
+    ),
+    path("registration-error/", registration_error.error_page, name="registration-error"),
+    path("registration-error/reset/", registration_error.reset, name="registration-reset"),
+    path("trouble-logging-in/", trouble_logging_in.trouble, name="trouble"),
+    path("trouble-logging-in/help/", trouble_logging_in.mfa_help, name="mfa-help"),
+    path("", include("caregate.flows.urls")),
+]
