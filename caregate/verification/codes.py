@@ -1,0 +1,158 @@
+"""The one code verifier shared by email, SMS and voice: expiry, attempts, resend, binding.
+
+A code is 6 digits from ``secrets``. Only an HMAC of it is stored, keyed by the secret key
+and bound to the flow instance and purpose that asked for it, so a code from one sign-in
+attempt (or a stolen database row) is worthless anywhere else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
+
+from caregate.verification.models import VerificationCode
+
+CODE_LENGTH = 6
+_SALT = "caregate.verification.code"
+
+
+class CodeStatus(Enum):
+    OK = "ok"
+    WRONG = "wrong"
+    EXPIRED = "expired"
+    USED = "used"
+    LOCKED = "locked"  # too many wrong attempts: the code is void
+    MISSING = "missing"  # no code was sent in this flow
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    status: CodeStatus
+    attempts_left: int = 0
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    record: VerificationCode
+    code: str  # plaintext, to hand to a sender once; never stored
+
+
+class ResendCooldown(Exception):
+    """A new code was asked for too soon after the last one."""
+
+    def __init__(self, seconds_left: int) -> None:
+        super().__init__(f"wait {seconds_left} seconds")
+        self.seconds_left = seconds_left
+
+
+def generate_code() -> str:
+    return "".join(secrets.choice("0123456789") for _ in range(CODE_LENGTH))
+
+
+def is_well_formed(code: str) -> bool:
+    return len(code) == CODE_LENGTH and code.isascii() and code.isdigit()
+
+
+class CodeVerifier:
+    """Issue and check the codes of one flow instance for one purpose."""
+
+    def __init__(
+        self,
+        flow_id: str,
+        purpose: str,
+        *,
+        lifetime_seconds: int,
+        max_attempts: int | None = None,
+        cooldown_seconds: int | None = None,
+    ) -> None:
+        self.flow_id = flow_id
+        self.purpose = purpose
+        self.lifetime = timedelta(seconds=lifetime_seconds)
+        self.max_attempts = (
+            settings.CAREGATE_CODE_MAX_ATTEMPTS if max_attempts is None else max_attempts
+        )
+        self.cooldown = timedelta(
+            seconds=settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS
+            if cooldown_seconds is None
+            else cooldown_seconds
+        )
+
+    def _hash(self, code: str) -> str:
+        message = f"{self.flow_id}|{self.purpose}|{code}"
+        return salted_hmac(_SALT, message, algorithm="sha256").hexdigest()
+
+    def _codes(self):  # noqa: ANN202 - a QuerySet of this flow's codes
+        return VerificationCode.objects.filter(flow_id=self.flow_id, purpose=self.purpose)
+
+    def current(self) -> VerificationCode | None:
+        """Return the newest code of this flow and purpose (used, void or live)."""
+        return self._codes().order_by("-id").first()
+
+    def cooldown_left(self, now: datetime | None = None) -> int:
+        latest = self.current()
+        if latest is None:
+            return 0
+        moment = now or timezone.now()
+        left = (latest.created_at + self.cooldown - moment).total_seconds()
+        return max(0, int(left + 0.999))
+
+    def issue(self, channel: str, destination: str) -> IssuedCode:
+        """Create a new code, voiding any earlier one; raise ResendCooldown if too soon."""
+        now = timezone.now()
+        with transaction.atomic():
+            wait = self.cooldown_left(now)
+            if wait:
+                raise ResendCooldown(wait)
+            self._codes().filter(used_at__isnull=True, voided_at__isnull=True).update(
+                voided_at=now
+            )
+            code = generate_code()
+            record = VerificationCode.objects.create(
+                flow_id=self.flow_id,
+                purpose=self.purpose,
+                channel=channel,
+                destination=destination,
+                code_hash=self._hash(code),
+                created_at=now,
+                expires_at=now + self.lifetime,
+            )
+        return IssuedCode(record, code)
+
+    def check(self, code: str) -> CheckResult:
+        """Check a code typed by the user; a correct one is consumed."""
+        now = timezone.now()
+        with transaction.atomic():
+            record = self._codes().select_for_update().order_by("-id").first()
+            if record is None:
+                return CheckResult(CodeStatus.MISSING)
+            if record.used_at is not None:
+                return CheckResult(CodeStatus.USED)
+            if record.voided_at is not None:
+                return CheckResult(CodeStatus.LOCKED)
+            if now >= record.expires_at:
+                return CheckResult(CodeStatus.EXPIRED)
+            if constant_time_compare(self._hash(code), record.code_hash):
+                record.used_at = now
+                record.save(update_fields=["used_at"])
+                return CheckResult(CodeStatus.OK)
+            record.attempts += 1
+            left = self.max_attempts - record.attempts
+            if left <= 0:
+                record.voided_at = now
+            record.save(update_fields=["attempts", "voided_at"])
+        if left <= 0:
+            return CheckResult(CodeStatus.LOCKED)
+        return CheckResult(CodeStatus.WRONG, attempts_left=left)
+
+    def discard(self) -> None:
+        """Void every live code of this flow and purpose (the user changed destination)."""
+        self._codes().filter(used_at__isnull=True, voided_at__isnull=True).update(
+            voided_at=timezone.now()
+        )
