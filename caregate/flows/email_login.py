@@ -1,0 +1,40 @@
+"""The guide's "Section 4 – Email Login".
+
+LOGIN WITH EMAIL → "Sign in with your email address" → "Verification is necessary.
+Please click Send button." → Send verification code → Verify code → "E-mail address
+verified. You can now continue." → Continue → the home page.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from caregate.flows.engine import Flow, FlowState
+from caregate.flows.signin import active_user, require_mfa_method, sign_in
+from caregate.flows.stages.credentials import Credentials
+from caregate.flows.stages.email_code import EmailCode
+
+NAME = "email-login"
+
+
+def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
+    user = active_user(state.data.get("user_id"))
+    if user is None:
+        return EMAIL_LOGIN.restart(request, "Please sign in again.")
+    remember_as = "email" if state.data.get("remember_me") else ""
+    return sign_in(request, user, method="email", flow=NAME, remember_as=remember_as)
+
+
+EMAIL_LOGIN = Flow(
+    NAME,
+    title="Email Login",
+    stages=[
+        Credentials(method="email", check_user=require_mfa_method("email")),
+        EmailCode(
+            purpose="email-login",
+            lifetime_setting="CAREGATE_EMAIL_LOGIN_CODE_SECONDS",
+            prefilled=True,
+        ),
+    ],
+    on_done=finish,
+)

@@ -1,0 +1,96 @@
+"""The guide's "Section 1 – Current Portal User; MFA Registration only", and the same
+enrollment reached from the emailed link (Section 2 and the registration helpers).
+
+username + password → LOGIN METHOD (PHONE / EMAIL) → work email → Send verification code
+→ Verify code → "The code has been verified. You can now continue." → New Password,
+Confirm New Password → Create → (PHONE) Country Code, Phone Number → Send Code or Call Me
+→ the home page (after the Terms of Use, for new users).
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+
+from caregate.accounts.models import CaregateUserManager, User
+from caregate.audit.log import record
+from caregate.flows.engine import Flow, FlowState, Render, Result, Stage, When
+from caregate.flows.signin import active_user, sign_in
+from caregate.flows.stages.choose_method import ChooseMethod, chose_phone
+from caregate.flows.stages.credentials import Credentials
+from caregate.flows.stages.email_code import EmailCode
+from caregate.flows.stages.phone_challenge import PhoneChallenge
+from caregate.flows.stages.set_password import SetPassword
+from caregate.flows.stages.user_info import EMAIL_TAKEN
+
+NAME = "mfa-registration"
+LINK_NAME = "complete-registration"
+
+
+def needs_registration(user: User) -> Result | None:
+    """Users who already registered MFA sign in with their button instead."""
+    if user.mfa_method == User.MfaMethod.NONE:
+        return None
+    return Render({"notice": "registered"}, template="flows/wrong_method.html")
+
+
+def email_available(email: str, state: FlowState) -> str:
+    """The work email may be the user's own, but not another account's."""
+    taken = (
+        User.objects.filter(email=CaregateUserManager.normalize_email(email))
+        .exclude(pk=state.data.get("user_id"))
+        .exists()
+    )
+    return EMAIL_TAKEN if taken else ""
+
+
+def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
+    """Record the MFA registration, then sign in (the Terms of Use come before home)."""
+    user = active_user(state.data.get("user_id"))
+    if user is None:
+        return MFA_REGISTRATION.restart(request, "Please start again.")
+    if state.data.get("method") == "phone":
+        user.mfa_method = User.MfaMethod.PHONE
+        user.phone_number = state.data["phone_verified"]
+    else:
+        user.mfa_method = User.MfaMethod.EMAIL
+        user.phone_number = ""
+    user.mfa_registered_at = timezone.now()
+    user.save()
+    record("mfa.registered", user.mfa_method, request=request, user=user, flow=state.raw["flow"])
+    return sign_in(request, user, method=f"registration-{user.mfa_method}", flow=NAME)
+
+
+ENROLLMENT: list[Stage] = [
+    ChooseMethod(),  # "LOGIN METHOD"
+    EmailCode(  # work email → Send verification code → Verify code
+        purpose="mfa-registration",
+        prefilled=False,
+        sent_message="Verification code has been sent. Please copy it to the input box below.",
+        verified_message="The code has been verified. You can now continue.",
+        check_email=email_available,
+        advance_on_verify=True,
+    ),
+    SetPassword(),  # New Password, Confirm New Password → Create
+    When(chose_phone, PhoneChallenge(purpose="mfa-registration", enroll=True)),
+]
+
+MFA_REGISTRATION = Flow(
+    NAME,
+    title="MFA Registration",
+    stages=[
+        Credentials(
+            method="username",
+            check_user=needs_registration,
+            heading="Complete your multi-factor authentication registration",
+            button="Login",
+        ),
+        *ENROLLMENT,
+    ],
+    on_done=finish,
+)
+
+# The same enrollment, for a user who proved who they are by the emailed link.
+COMPLETE_REGISTRATION = Flow(
+    LINK_NAME, title="Complete your registration", stages=ENROLLMENT, on_done=finish
+)

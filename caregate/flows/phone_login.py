@@ -1,0 +1,36 @@
+"""The guide's "Section 3 – Phone Login".
+
+LOGIN WITH PHONE → "Sign in with your email address" → "We have the following number on
+record for you…" (XXX-XXX-9885) → Send Code (SMS: "Enter your verification code below, or
+send a new code" → Verify Code) or Call Me (answer and key in) → the home page.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from caregate.flows.engine import Flow, FlowState
+from caregate.flows.signin import active_user, require_mfa_method, sign_in
+from caregate.flows.stages.credentials import Credentials
+from caregate.flows.stages.phone_challenge import PhoneChallenge
+
+NAME = "phone-login"
+
+
+def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
+    user = active_user(state.data.get("user_id"))
+    if user is None or user.phone_number != state.data.get("phone_verified"):
+        return PHONE_LOGIN.restart(request, "Please sign in again.")
+    remember_as = "phone" if state.data.get("remember_me") else ""
+    return sign_in(request, user, method="phone", flow=NAME, remember_as=remember_as)
+
+
+PHONE_LOGIN = Flow(
+    NAME,
+    title="Phone Login",
+    stages=[
+        Credentials(method="email", check_user=require_mfa_method("phone")),
+        PhoneChallenge(purpose="phone-login"),
+    ],
+    on_done=finish,
+)

@@ -1,0 +1,92 @@
+"""The emailed link that completes MFA registration (Section 2, Registration Error, and
+Having trouble logging in?): single use, 20 minutes, and out of the URL before any page."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.mail import send_mail
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from caregate.accounts.models import User
+from caregate.audit.log import record
+from caregate.delivery.email import describe_seconds
+from caregate.delivery.phone import public_url
+from caregate.flows.mfa_registration import COMPLETE_REGISTRATION
+from caregate.verification.links import issue_link, redeem_link
+
+logger = logging.getLogger(__name__)
+PURPOSE = "mfa-registration"
+PENDING = "caregate.pending_link"
+ALREADY_REGISTERED = (
+    "Your multi-factor authentication registration is already complete. Select LOGIN WITH "
+    "PHONE or LOGIN WITH EMAIL to sign in."
+)
+REASONS = {
+    "expired": "This link has expired: registration links last {lifetime}.",
+    "used": "This link has already been used.",
+    "unknown": "This link is not valid.",
+}
+
+
+def send_registration_link(user: User) -> bool:
+    """Email ``user`` a fresh link to complete MFA registration; False if sending failed."""
+    lifetime = settings.CAREGATE_REGISTRATION_LINK_SECONDS
+    token = issue_link(user, PURPOSE, lifetime)
+    context = {
+        "user": user,
+        "link": public_url(reverse("registration-link", args=[token])),
+        "lifetime": describe_seconds(lifetime),
+        "portal": settings.CAREGATE_PORTAL_NAME,
+        "support_phone": settings.CAREGATE_SUPPORT_PHONE,
+    }
+    body = render_to_string("email/registration_link.txt", context)
+    subject = f"{settings.CAREGATE_PORTAL_NAME}: complete your registration"
+    try:
+        send_mail(subject, body, None, [user.email], fail_silently=False)
+    except (smtplib.SMTPException, OSError):
+        logger.exception("could not send a registration link")
+        return False
+    return True
+
+
+def registration_error(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """The guide's "Registration Error" page, with Reset."""
+    lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
+    detail = REASONS.get(reason, "").format(lifetime=lifetime)
+    return render(request, "flows/registration_error.html", {"detail": detail})
+
+
+def link_landing(request: HttpRequest, token: str) -> HttpResponse:
+    """Move the token from the URL into the session, then show the page without it."""
+    request.session[PENDING] = token[:100]
+    return redirect("registration-link-continue")
+
+
+@require_http_methods(["GET", "POST"])
+def link_continue(request: HttpRequest) -> HttpResponse:
+    """Ask for one click before using the link: mail scanners that fetch links by GET
+    must not spend a single-use link."""
+    token = request.session.get(PENDING, "")
+    if not token:
+        return registration_error(request, "unknown")
+    if request.method == "GET":
+        return render(request, "flows/registration_link.html")
+    del request.session[PENDING]
+    user, outcome = redeem_link(token, PURPOSE)
+    record("registration.link", outcome, request=request, user=user)
+    if user is None:
+        return registration_error(request, outcome)
+    if user.mfa_method != User.MfaMethod.NONE:
+        # A spare link (e.g. from Reset) must not re-open a finished registration.
+        record("registration.link", "already-registered", request=request, user=user)
+        messages.info(request, ALREADY_REGISTERED)
+        return redirect("portal:login")
+    return COMPLETE_REGISTRATION.start(request, user_id=user.pk, email=user.email)

@@ -1,0 +1,65 @@
+"""Finish a sign-in: rotate the session, start its clocks, audit, go home."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from caregate.accounts.models import User
+from caregate.audit.log import record
+from caregate.flows import keys
+from caregate.flows.engine import Render, Result
+from caregate.flows.stages.credentials import UserCheck
+from caregate.verification import remember
+
+BACKEND = "caregate.accounts.backends.EmailOrUsernameBackend"
+
+
+def sign_in(
+    request: HttpRequest,
+    user: User,
+    *,
+    method: str,
+    flow: str,
+    remember_as: str = "",
+) -> HttpResponse:
+    """Log the user in (Django's login() rotates the session key) and go to the home page.
+
+    ``remember_as`` ("phone" or "email"): Remember Me was checked for that button.
+    """
+    login(request, user, backend=BACKEND)
+    now = int(time.time())
+    request.session[keys.AUTH_TIME] = now
+    request.session[keys.LAST_SEEN] = now
+    request.session[keys.SIGNIN_METHOD] = method
+    record("signin", "success", request=request, user=user, flow=flow, method=method)
+    response = redirect("portal:home")
+    if remember_as:
+        remember.remember(request, response, user, remember_as)
+        record("remember.set", "success", request=request, user=user, method=remember_as)
+    return response
+
+
+def active_user(user_id: int | None) -> User | None:
+    """Re-read the user at the end of a flow: they may have been disabled meanwhile."""
+    if user_id is None:
+        return None
+    return User.objects.filter(pk=user_id, is_active=True).first()
+
+
+def require_mfa_method(expected: str) -> UserCheck:
+    """A Credentials check: the user registered ``expected`` (phone or email) for MFA.
+
+    Anyone else is told which LOGIN button is theirs, or to complete MFA registration.
+    """
+
+    def check(user: User) -> Result | None:
+        if user.mfa_method == expected and (expected != "phone" or user.phone_number):
+            return None
+        notice = user.mfa_method if user.mfa_method != User.MfaMethod.NONE else "unregistered"
+        return Render({"notice": notice}, template="flows/wrong_method.html")
+
+    return check

@@ -1,0 +1,90 @@
+"""The credentials stage: "Sign in with your email address" (or legacy username)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib.auth import authenticate
+from django.http import HttpRequest
+
+from caregate.accounts.models import User
+from caregate.audit.log import record
+from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.forms import EmailSignInForm, UsernameSignInForm
+from caregate.security.client import client_ip
+from caregate.verification import ratelimit
+
+# One wording for a wrong password, an unknown account, a disabled account and a locked
+# one, so that the page never tells an attacker which of them it was.
+SIGNIN_FAILED = (
+    "We could not sign you in with that {what} and password. Please check them and try "
+    "again. After several failed attempts, sign-in is paused for 15 minutes; use "
+    "\u201cForgot your password?\u201d if you need a new password."
+)
+
+# A flow may refuse an authenticated user at this stage (e.g. the wrong MFA method):
+# it returns the Result to show instead, or None to go on.
+UserCheck = Callable[[User], Result | None]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Check the password; on success remember who the user is (not yet signed in)."""
+
+    method: str = "email"  # "email" or "username"
+    check_user: UserCheck | None = None
+    heading: str = ""  # default: "Sign in with your email address" / "...username"
+    button: str = "Sign in"
+    key: str = "credentials"
+    template: str = "flows/credentials.html"
+
+    def _form(self, request: HttpRequest) -> EmailSignInForm | UsernameSignInForm:
+        form_class = EmailSignInForm if self.method == "email" else UsernameSignInForm
+        return form_class(request.POST if request.method == "POST" else None)
+
+    def _context(self, form: EmailSignInForm | UsernameSignInForm) -> dict:
+        heading = self.heading or (
+            "Sign in with your email address"
+            if self.method == "email"
+            else "Sign in with your username"
+        )
+        return {"form": form, "heading": heading, "button": self.button}
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        form = self._form(request)
+        if request.method != "POST" or not form.is_valid():
+            return Render(self._context(form))
+        identity = form.cleaned_data.get("email") or form.cleaned_data.get("username", "")
+        password = form.cleaned_data["password"]
+        flow = state.raw["flow"]
+        allowed = ratelimit.hit_all(
+            [("signin:account", identity), ("signin:client", client_ip(request))]
+        )
+        user = self._authenticate(request, identity, password) if allowed else None
+        if user is None:
+            if not allowed:
+                # Spend the same hashing work as a real check: a paused account must not
+                # answer faster than a wrong password does.
+                User().set_password(password)
+            record(
+                "signin.password",
+                "throttled" if not allowed else "failure",
+                request=request,
+                username=identity,
+                flow=flow,
+            )
+            what = "email address" if self.method == "email" else "username"
+            form.add_error(None, SIGNIN_FAILED.format(what=what))
+            return Render(self._context(form))
+        record("signin.password", "success", request=request, user=user, flow=flow)
+        if self.check_user is not None:
+            refusal = self.check_user(user)
+            if refusal is not None:
+                return refusal
+        return Advance({"user_id": user.pk, "email": user.email, "phone": user.phone_number})
+
+    def _authenticate(self, request: HttpRequest, identity: str, password: str) -> User | None:
+        if self.method == "email":
+            return authenticate(request, email=identity, password=password)
+        return authenticate(request, username=identity, password=password)

@@ -1,0 +1,226 @@
+"""The email code stage: Send verification code → Verify code / Send new code → Continue."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.utils import timezone
+
+from caregate.audit.log import record
+from caregate.delivery.email import describe_seconds, send_code_email
+from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.forms import CodeForm, EmailForm
+from caregate.security.client import client_ip
+from caregate.verification import ratelimit
+from caregate.verification.codes import CheckResult, CodeStatus, CodeVerifier, ResendCooldown
+
+SEND_FAILED = "We could not send the email just now. Please try again in a moment."
+TOO_MANY_SENDS = "Too many codes have been requested. Please wait a while and try again."
+TOO_MANY_CHECKS = "Too many attempts from this computer. Please wait a while and try again."
+NOT_SENT = "Please select Send verification code first."
+NOT_VERIFIED = "Please verify your email address before you continue."
+
+
+def code_error(result: CheckResult) -> str:
+    """The message for a code that was not accepted (shared by every code stage)."""
+    if result.status is CodeStatus.WRONG:
+        left = result.attempts_left
+        return (
+            "That code is not correct. Please check it and try again "
+            f"({left} attempt{'s' if left != 1 else ''} left)."
+        )
+    return CODE_MESSAGES[result.status]
+
+
+CODE_MESSAGES = {
+    CodeStatus.EXPIRED: "This code has expired. Select Send new code to get a new one.",
+    CodeStatus.USED: "This code has already been used. Select Send new code to get a new one.",
+    CodeStatus.LOCKED: (
+        "Too many wrong codes: this code can no longer be used. "
+        "Select Send new code to get a new one."
+    ),
+    CodeStatus.MISSING: NOT_SENT,
+}
+
+
+# A flow may refuse an address before a code is sent (e.g. one another account uses):
+# it returns the message to show, or "" to go on.
+EmailCheck = Callable[[str, FlowState], str]
+
+
+@dataclass(frozen=True)
+class EmailCode:
+    """Prove control of an email address with a one-time code.
+
+    ``prefilled``: the address comes from the flow (``state.data["email"]``) and cannot be
+    edited (email login); otherwise the user types it and may "Change" it (registration).
+    """
+
+    purpose: str
+    lifetime_setting: str = "CAREGATE_EMAIL_CODE_SECONDS"
+    prefilled: bool = True
+    intro: str = "Verification is necessary. Please click Send button."
+    sent_message: str = (
+        "Verification code has been sent to your inbox. Please copy it to the input box below."
+    )
+    verified_message: str = "E-mail address verified. You can now continue."
+    check_email: EmailCheck | None = None
+    # Registration goes straight on once the code is verified (the next screen says so);
+    # email login shows the verified message with a Continue button, as its guide does.
+    advance_on_verify: bool = False
+    key: str = "email-code"
+    template: str = "flows/email_code.html"
+
+    @property
+    def lifetime(self) -> int:
+        # Read on every use so that an operator's (or a test's) setting applies at once.
+        return int(getattr(settings, self.lifetime_setting))
+
+    def verifier(self, state: FlowState) -> CodeVerifier:
+        # ":email" keeps it apart from a phone code of the same flow (see PhoneChallenge).
+        return CodeVerifier(state.id, f"{self.purpose}:email", lifetime_seconds=self.lifetime)
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        own = state.stage(self.key)
+        if self.prefilled:
+            own["email"] = state.data["email"]
+        if request.method != "POST":
+            return self._render(state, own)
+        action = request.POST.get("action", "")
+        if action in {"send", "resend"}:
+            return self._send(request, state, own)
+        if action == "verify":
+            return self._verify(request, state, own)
+        if action == "change" and not self.prefilled:
+            self.verifier(state).discard()
+            own.clear()
+            return self._render(state, own)
+        if action == "continue":
+            if own.get("verified"):
+                return Advance({"verified_email": own["email"]})
+            return self._render(state, own, error=NOT_VERIFIED)
+        return self._render(state, own)
+
+    # -- actions --
+    def _send(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        if own.get("verified"):
+            return self._render(state, own)
+        if not self.prefilled and not own.get("sent"):
+            email_form = EmailForm(request.POST)
+            if not email_form.is_valid():
+                return self._render(state, own, email_form=email_form)
+            refusal = (
+                self.check_email(email_form.cleaned_data["email"], state)
+                if self.check_email
+                else ""
+            )
+            if refusal:
+                email_form.add_error("email", refusal)
+                return self._render(state, own, email_form=email_form)
+            own["email"] = email_form.cleaned_data["email"]
+        email = own.get("email", "")
+        flow = state.raw["flow"]
+        user_id = state.data.get("user_id")
+        allowed = ratelimit.hit_all(
+            [
+                ("code-send:account", str(user_id or "")),
+                ("code-send:destination", email),
+                ("code-send:client", client_ip(request)),
+            ]
+        )
+        if not allowed:
+            record("code.send", "throttled", request=request, flow=flow, channel="email")
+            return self._render(state, own, error=TOO_MANY_SENDS)
+        verifier = self.verifier(state)
+        try:
+            issued = verifier.issue("email", email)
+        except ResendCooldown as wait:
+            error = f"Please wait {wait.seconds_left} seconds before asking for a new code."
+            return self._render(state, own, error=error)
+        if not send_code_email(email, issued.code, self.lifetime):
+            # Never delivered, so it must not block the retry with a cooldown.
+            issued.record.delete()
+            record("code.send", "failed", request=request, flow=flow, channel="email")
+            return self._render(state, own, error=SEND_FAILED)
+        own["sent"] = True
+        record("code.send", "sent", request=request, flow=flow, channel="email", user_id=user_id)
+        return self._render(state, own, info=self.sent_message)
+
+    def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        if own.get("verified"):
+            return self._render(state, own)
+        if not own.get("sent"):
+            return self._render(state, own, error=NOT_SENT)
+        form = CodeForm(request.POST)
+        if not form.is_valid():
+            return self._render(state, own, code_form=form)
+        flow = state.raw["flow"]
+        if not ratelimit.hit("code-verify:client", client_ip(request)):
+            record("code.verify", "throttled", request=request, flow=flow, channel="email")
+            return self._render(state, own, error=TOO_MANY_CHECKS)
+        result = self.verifier(state).check(form.cleaned_data["code"])
+        record(
+            "code.verify",
+            result.status.value,
+            request=request,
+            flow=flow,
+            channel="email",
+            user_id=state.data.get("user_id"),
+        )
+        if result.status is CodeStatus.OK:
+            own["verified"] = True
+            if self.advance_on_verify:
+                return Advance({"verified_email": own["email"]})
+            return self._render(state, own)
+        return self._render(state, own, error=code_error(result))
+
+    # -- page --
+    def _render(
+        self,
+        state: FlowState,
+        own: dict[str, Any],
+        *,
+        error: str = "",
+        info: str = "",
+        code_form: CodeForm | None = None,
+        email_form: EmailForm | None = None,
+    ) -> Render:
+        verified = bool(own.get("verified"))
+        sent = bool(own.get("sent"))
+        context: dict[str, Any] = {
+            "email": own.get("email", ""),
+            "prefilled": self.prefilled,
+            "sent": sent,
+            "verified": verified,
+            "error": error,
+            "intro": self.intro if self.prefilled else "",
+            "info": info or (self.sent_message if sent and not verified else ""),
+            "verified_message": self.verified_message,
+            "code_form": code_form or CodeForm(),
+            "email_form": email_form or EmailForm(initial={"email": own.get("email", "")}),
+            "lifetime_text": describe_seconds(self.lifetime),
+        }
+        if sent and not verified:
+            context.update(self._timer(state))
+        return Render(context)
+
+    def _timer(self, state: FlowState) -> dict[str, Any]:
+        current = self.verifier(state).current()
+        if current is None:
+            return {}
+        left = (current.expires_at - timezone.now()).total_seconds()
+        return {
+            "expires_at": current.expires_at,
+            "expires_epoch": int(current.expires_at.timestamp()),
+            # The countdown counts this down from the moment the page loads: the time left
+            # is relative, so a wrong clock on the user's PC does not shift it, and in
+            # milliseconds, so it never calls the code expired before the server does.
+            "ms_left": max(0, math.ceil(left * 1000)),
+            "seconds_left": max(0, int(left)),
+            "code_expired": left <= 0 or current.voided_at is not None,
+        }

@@ -1,0 +1,104 @@
+"""The organization stage: "Create a New Account - Specify Your Organization"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django import forms
+from django.conf import settings
+from django.http import HttpRequest
+
+from caregate.accounts.models import Organization
+from caregate.accounts.npi import is_valid_npi
+from caregate.audit.log import record
+from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.security.client import client_ip
+from caregate.verification import ratelimit
+
+NO_MATCH = (
+    "The NPI and registration code do not match our records. Please check both and try "
+    "again, or contact your provider administrator."
+)
+TOO_MANY = "Too many attempts. Please wait an hour and try again, or call the help desk."
+
+
+class OrganizationForm(forms.Form):
+    npi = forms.CharField(
+        label="NPI *",
+        max_length=40,
+        error_messages={"required": "Please enter your NPI."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autofocus": True}),
+    )
+    registration_code = forms.CharField(
+        max_length=100,
+        error_messages={"required": "Please enter your registration code."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["registration_code"].label = f"{settings.CAREGATE_REGISTRATION_CODE_LABEL} *"
+
+    def clean_npi(self) -> str:
+        value = self.cleaned_data["npi"].strip()
+        if not value.isascii() or not value.replace("-", "").isalnum():
+            raise forms.ValidationError("Please enter a 10-digit NPI (digits only).")
+        # Ten digits is an NPI and must carry its check digit; anything else is taken as
+        # a payer-issued provider ID (providers without an NPI type it in both fields).
+        if value.isdigit() and len(value) == 10 and not is_valid_npi(value):
+            raise forms.ValidationError(
+                "This NPI is not valid: please check the digits (the last one is a check digit)."
+            )
+        if value.isdigit() and len(value) != 10:
+            raise forms.ValidationError("An NPI has exactly 10 digits.")
+        return value
+
+    def clean_registration_code(self) -> str:
+        return self.cleaned_data["registration_code"].strip()
+
+
+def find_organization(identifier: str, code: str) -> Organization | None:
+    """Return the organization the NPI (or payer ID) and registration code open, or None.
+
+    Both branches hash the code once, so a wrong NPI and a wrong code cost the same time.
+    """
+    organization = Organization.objects.filter(npi=identifier).first()
+    if organization is None:
+        organization = Organization.objects.filter(payer_id=identifier).first()
+    if organization is None:
+        Organization().set_registration_code(code)  # equal work for an unknown NPI
+        return None
+    return organization if organization.check_registration_code(code) else None
+
+
+@dataclass(frozen=True)
+class OrganizationStage:
+    key: str = "organization"
+    template: str = "flows/organization.html"
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        form = OrganizationForm(request.POST if request.method == "POST" else None)
+        if request.method != "POST" or not form.is_valid():
+            return Render({"form": form})
+        identifier = form.cleaned_data["npi"]
+        address = client_ip(request)
+        # Per NPI *and* address: a stranger's wrong codes cannot lock an organization out
+        # of registering; the higher per-NPI ceiling still stops guessing from many places.
+        allowed = ratelimit.hit_all(
+            [
+                ("registration:client", address),
+                ("registration:npi", f"{identifier}|{address}"),
+                ("registration:npi-all", identifier),
+            ]
+        )
+        if not allowed:
+            record("registration.organization", "throttled", request=request)
+            form.add_error(None, TOO_MANY)
+            return Render({"form": form})
+        organization = find_organization(identifier, form.cleaned_data["registration_code"])
+        if organization is None:
+            record("registration.organization", "failure", request=request, npi=identifier)
+            form.add_error(None, NO_MATCH)
+            return Render({"form": form})
+        record("registration.organization", "success", request=request, npi=identifier)
+        return Advance({"organization_id": organization.pk})

@@ -1,0 +1,247 @@
+"""The phone challenge stage: Send Code (SMS) or Call Me (voice) to a number on record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.http import HttpRequest
+
+from caregate.audit.log import record
+from caregate.delivery.phone import phone_sender
+from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.forms import CodeForm
+from caregate.flows.stages.email_code import code_error
+from caregate.security.client import client_ip
+from caregate.verification import calls, ratelimit
+from caregate.verification.codes import CodeStatus, CodeVerifier, ResendCooldown
+from caregate.verification.models import PhoneCall
+from caregate.verification.phones import country_choices, mask_phone, validate_phone
+
+Status = PhoneCall.Status
+SMS_FAILED = "We could not send the text message just now. Please try again, or select Call Me."
+CALL_FAILED = "We could not place the call just now. Please try again, or select Send Code."
+TOO_MANY_SENDS = (
+    "Too many codes or calls have been requested for this number. Please wait an hour and "
+    "try again, or call the help desk."
+)
+CALL_MESSAGES = {
+    Status.CALLING: "Calling your phone now…",
+    Status.RINGING: "Your phone is ringing…",
+    Status.ANSWERED: "The call was answered. Waiting for you to key in the number…",
+    Status.APPROVED: "The call verified you. You can now continue.",
+    Status.REJECTED: "The call ended without verifying you.",
+    Status.NO_ANSWER: "The call was not answered.",
+    Status.BUSY: "The line was busy.",
+    Status.FAILED: "The call could not be completed.",
+    Status.TIMED_OUT: "The call was not completed in time.",
+    Status.USED: "This call has already been used.",
+}
+
+
+class PhoneNumberForm(forms.Form):
+    """Country Code and Phone Number (enrollment)."""
+
+    country_code = forms.TypedChoiceField(label="Country Code", coerce=int, choices=[])
+    phone_number = forms.CharField(
+        label="Phone Number",
+        max_length=40,
+        error_messages={"required": "Please enter your Phone Number."},
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "tel-national",
+                "inputmode": "tel",
+                "placeholder": "Phone number",
+            }
+        ),
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["country_code"].choices = country_choices()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "country_code" in data and "phone_number" in data:
+            check = validate_phone(data["phone_number"], data["country_code"])
+            if check.error:
+                self.add_error("phone_number", check.error)
+            else:
+                data["e164"] = check.e164
+        return data
+
+
+@dataclass(frozen=True)
+class PhoneChallenge:
+    """Prove possession of a phone: the one on record (``state.data["phone"]``), or, with
+    ``enroll``, a number the user enters here (MFA registration)."""
+
+    purpose: str
+    enroll: bool = False
+    intro: str = (
+        "We have the following number on record for you. "
+        "We can send a code via SMS or phone to authenticate you."
+    )
+    enroll_intro: str = (
+        "Enter a number below that we can send a code via SMS or phone to authenticate you."
+    )
+    key: str = "phone"
+    template: str = "flows/phone_challenge.html"
+
+    @property
+    def code_purpose(self) -> str:
+        # Distinct from any email code of the same flow: a code (and its cooldown) for the
+        # phone must not void or delay one for the email, nor be accepted in its place.
+        return f"{self.purpose}:phone"
+
+    def verifier(self, state: FlowState) -> CodeVerifier:
+        return CodeVerifier(
+            state.id, self.code_purpose, lifetime_seconds=settings.CAREGATE_SMS_CODE_SECONDS
+        )
+
+    def phone(self, state: FlowState, own: dict[str, Any]) -> str:
+        return own.get("phone", "") if self.enroll else state.data["phone"]
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        own = state.stage(self.key)
+        if request.method != "POST":
+            return self._render(state, own)
+        action = request.POST.get("action", "")
+        if self.enroll and action == "change-number":
+            self.verifier(state).discard()
+            own.clear()
+            return self._render(state, own)
+        if self.enroll and action in {"sms", "call"} and not own.get("phone"):
+            form = PhoneNumberForm(request.POST)
+            if not form.is_valid():
+                return self._render(state, own, number_form=form)
+            own["phone"] = form.cleaned_data["e164"]
+        if action == "sms":
+            return self._send_sms(request, state, own)
+        if action == "verify-sms" and own.get("mode") == "sms":
+            return self._verify_sms(request, state, own)
+        if action == "call":
+            return self._call(request, state, own)
+        if action == "check-call" and own.get("mode") == "call":
+            return self._check_call(request, state, own)
+        return self._render(state, own)
+
+    # -- sending --
+    def _budget_ok(self, request: HttpRequest, state: FlowState) -> bool:
+        """SMS-pumping defence: sends and calls per number, account and client address."""
+        return ratelimit.hit_all(
+            [
+                ("phone-send:destination", self.phone(state, state.stage(self.key))),
+                ("phone-send:account", str(state.data.get("user_id") or "")),
+                ("phone-send:client", client_ip(request)),
+            ]
+        )
+
+    def _issue(
+        self, request: HttpRequest, state: FlowState, own: dict[str, Any], channel: str
+    ) -> tuple[Any, str]:
+        """Issue a code for ``channel``; return (issued, error)."""
+        flow = state.raw["flow"]
+        if not self._budget_ok(request, state):
+            record("phone.send", "throttled", request=request, flow=flow, channel=channel)
+            return None, TOO_MANY_SENDS
+        try:
+            return self.verifier(state).issue(channel, self.phone(state, own)), ""
+        except ResendCooldown as wait:
+            return None, f"Please wait {wait.seconds_left} seconds before asking again."
+
+    def _send_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        issued, error = self._issue(request, state, own, "sms")
+        if issued is None:
+            return self._render(state, own, error=error)
+        body = (
+            f"{settings.CAREGATE_PORTAL_NAME}: your verification code is {issued.code}. "
+            "Do not share it with anyone."
+        )
+        result = phone_sender().send_sms(self.phone(state, own), body)
+        outcome = "sent" if result.ok else "failed"
+        record("phone.send", outcome, request=request, flow=state.raw["flow"], channel="sms")
+        if not result.ok:
+            issued.record.delete()  # never delivered: must not hold a cooldown
+            return self._render(state, own, error=SMS_FAILED)
+        own.update(mode="sms", call_token="")
+        return self._render(state, own)
+
+    def _call(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        issued, error = self._issue(request, state, own, "voice")
+        if issued is None:
+            return self._render(state, own, error=error)
+        call = calls.new_call(state.id, self.code_purpose, self.phone(state, own))
+        result = phone_sender().place_call(call)
+        outcome = "placed" if result.ok else "failed"
+        record("phone.send", outcome, request=request, flow=state.raw["flow"], channel="voice")
+        if not result.ok:
+            issued.record.delete()
+            call.delete()
+            return self._render(state, own, error=CALL_FAILED)
+        PhoneCall.objects.filter(pk=call.pk).update(provider_sid=result.provider_id)
+        # The number to key in is shown on this page only (code mode); kept in the session.
+        own.update(mode="call", call_token=call.token, call_code=issued.code)
+        return self._render(state, own)
+
+    # -- checking --
+    def _verify_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        form = CodeForm(request.POST)
+        if not form.is_valid():
+            return self._render(state, own, code_form=form)
+        if not ratelimit.hit("code-verify:client", client_ip(request)):
+            return self._render(state, own, error="Too many attempts. Please wait a while.")
+        result = self.verifier(state).check(form.cleaned_data["code"])
+        record("code.verify", result.status.value, request=request, flow=state.raw["flow"])
+        if result.status is CodeStatus.OK:
+            return Advance({"phone_verified": self.phone(state, own)})
+        # This page's button reads "send a new code" (the guide's words).
+        error = code_error(result).replace("Send new code", "send a new code")
+        return self._render(state, own, error=error)
+
+    def _check_call(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        call = self.current_call(own)
+        if call is not None and calls.consume(call):
+            record("phone.call", "approved", request=request, flow=state.raw["flow"])
+            own.pop("call_code", None)
+            return Advance({"phone_verified": self.phone(state, own)})
+        return self._render(state, own)
+
+    def current_call(self, own: dict[str, Any]) -> PhoneCall | None:
+        token = own.get("call_token")
+        call = PhoneCall.objects.filter(token=token).first() if token else None
+        return calls.refresh(call) if call is not None else None
+
+    # -- page --
+    def _render(
+        self,
+        state: FlowState,
+        own: dict[str, Any],
+        *,
+        error: str = "",
+        code_form: CodeForm | None = None,
+        number_form: PhoneNumberForm | None = None,
+    ) -> Render:
+        phone = self.phone(state, own)
+        context: dict[str, Any] = {
+            "intro": self.enroll_intro if self.enroll else self.intro,
+            "enroll": self.enroll,
+            "masked_phone": mask_phone(phone) if phone else "",
+            "mode": own.get("mode", ""),
+            "error": error,
+            "code_form": code_form or CodeForm(),
+            "number_form": number_form or PhoneNumberForm(),
+        }
+        call = self.current_call(own) if own.get("mode") == "call" else None
+        if call is not None:
+            context.update(
+                call=call,
+                call_open=call.status in calls.OPEN,
+                call_approved=call.status == Status.APPROVED,
+                call_message=CALL_MESSAGES[Status(call.status)],
+                call_code=own.get("call_code", "") if call.mode == "code" else "",
+                press_pound=call.mode == "press-pound",
+            )
+        return Render(context)

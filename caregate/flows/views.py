@@ -1,0 +1,62 @@
+"""The one view that serves every stage of every flow."""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_http_methods
+
+from caregate.flows.registry import FLOWS
+from caregate.flows.stages.phone_challenge import CALL_MESSAGES
+from caregate.verification import calls
+from caregate.verification.models import PhoneCall
+
+
+@require_http_methods(["GET", "POST"])
+def stage(request: HttpRequest, flow_name: str, stage_key: str) -> HttpResponse:
+    flow = FLOWS.get(flow_name)
+    if flow is None:
+        raise Http404
+    return flow.dispatch(request, stage_key)
+
+
+# Flows a link on the login page starts (the sign-in flows start from its form instead).
+LINK_STARTED = {"register", "mfa-registration"}
+
+
+def start(request: HttpRequest, flow_name: str) -> HttpResponse:
+    """ "register here" and "click here": begin that flow afresh."""
+    flow = FLOWS.get(flow_name)
+    if flow is None or flow_name not in LINK_STARTED:
+        raise Http404
+    return flow.start(request)
+
+
+def cancel(request: HttpRequest, flow_name: str) -> HttpResponse:
+    """The "Cancel" link: forget the flow's progress and go back to the login page."""
+    flow = FLOWS.get(flow_name)
+    if flow is None:
+        raise Http404
+    flow.discard(request)
+    return redirect(flow.start_url)
+
+
+def call_status(request: HttpRequest, flow_name: str) -> JsonResponse:
+    """How the current stage's verification call is going (polled by call-status.js)."""
+    flow = FLOWS.get(flow_name)
+    state = flow.load(request) if flow is not None else None
+    if flow is None or state is None or state.expired():
+        return JsonResponse({"status": "gone", "open": False, "approved": False}, status=404)
+    stage = flow.stages[min(state.reached, len(flow.stages) - 1)]
+    current_call = getattr(stage, "current_call", None)
+    call = current_call(state.stage(stage.key)) if current_call is not None else None
+    if call is None:
+        return JsonResponse({"status": "none", "open": False, "approved": False})
+    return JsonResponse(
+        {
+            "status": call.status,
+            "open": call.status in calls.OPEN,
+            "approved": call.status == PhoneCall.Status.APPROVED,
+            "message": CALL_MESSAGES[PhoneCall.Status(call.status)],
+        }
+    )
