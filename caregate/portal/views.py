@@ -1,0 +1,175 @@
+"""The login page, the home page and the portal shell around it."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from caregate.accounts.terms import accept, needs_terms
+from caregate.audit.log import record
+from caregate.flows.email_login import EMAIL_LOGIN
+from caregate.flows.phone_login import PHONE_LOGIN
+from caregate.flows.signin import sign_in
+from caregate.portal import queries
+from caregate.portal.decorators import portal_page
+from caregate.portal.forms import CaseSearchForm, LoginOptionsForm
+from caregate.security.client import client_ip
+from caregate.verification import remember
+
+
+def login_page(request: HttpRequest) -> HttpResponse:
+    """LOGIN OPTIONS: the staff column (when SSO is configured) and Customer/Provider."""
+    if request.user.is_authenticated:
+        return redirect("portal:home")
+    return render(
+        request,
+        "portal/login.html",
+        {"staff_sso": bool(settings.CAREGATE_OIDC_ISSUER), "form": LoginOptionsForm()},
+    )
+
+
+LOGIN_FLOWS = {"phone": PHONE_LOGIN, "email": EMAIL_LOGIN}
+
+
+@require_POST
+def start_login(request: HttpRequest) -> HttpResponse:
+    """LOGIN WITH PHONE / LOGIN WITH EMAIL, honouring the Remember Me box (Section 5)."""
+    form = LoginOptionsForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Please choose LOGIN WITH PHONE or LOGIN WITH EMAIL.")
+        return redirect("portal:login")
+    method = form.cleaned_data["method"]
+    flow = LOGIN_FLOWS[method]
+    if not form.cleaned_data["remember_me"]:
+        # Unchecked: the feature is off, and the next sign-on asks for everything.
+        response = flow.start(request, remember_me=False)
+        remember.forget(request, response)
+        return response
+    user, reason = remember.recall(request, method)
+    if user is None:
+        if reason != "no-cookie":
+            record("remember.use", reason, request=request, method=method)
+        return flow.start(request, remember_me=True)
+    record("remember.use", "success", request=request, user=user, method=method)
+    return sign_in(request, user, method=f"remembered-{method}", flow=flow.name)
+
+
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponse:
+    """Sign out: the server-side session is deleted, not just the cookie."""
+    if request.user.is_authenticated:
+        record("signout", "success", request=request, user=request.user)
+    logout(request)
+    messages.info(request, "You have signed out.")
+    return redirect("portal:login")
+
+
+@portal_page
+def home(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    return render(
+        request,
+        "portal/home.html",
+        {
+            "counters": queries.counters(user),
+            "saved_cases": queries.saved_not_submitted(user),
+            "search_form": CaseSearchForm(),
+            "active": "HOME",
+        },
+    )
+
+
+@portal_page
+def cases(request: HttpRequest) -> HttpResponse:
+    """CASES, and the results of "Search for Case # or Program #"."""
+    form = CaseSearchForm(request.GET or None)
+    query = form.cleaned_data["q"] if form.is_valid() else ""
+    found = queries.search_cases(request.user, query)[:200] if not form.errors else []
+    return render(
+        request,
+        "portal/cases.html",
+        {"search_form": form, "cases": found, "query": query, "active": "CASES"},
+    )
+
+
+@portal_page
+def message_center(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    inbox = list(queries.messages_for(user).prefetch_related("read_by")[:200])
+    unread_ids = {m.pk for m in inbox if user not in m.read_by.all()}
+    for message in inbox:
+        if message.pk in unread_ids:
+            message.read_by.add(user)
+    return render(
+        request,
+        "portal/messages.html",
+        {
+            "inbox": inbox,
+            "unread_ids": unread_ids,
+            "search_form": CaseSearchForm(),
+            "active": "MESSAGE CENTER",
+        },
+    )
+
+
+@portal_page
+def help_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "portal/help.html", {"search_form": CaseSearchForm(), "active": "Help"})
+
+
+@login_required
+def terms(request: HttpRequest) -> HttpResponse:
+    """Terms of Use: "I have read and agree to these terms of use." + CONTINUE."""
+    current = needs_terms(request.user)
+    if current is None:
+        return redirect("portal:home")
+    error = ""
+    if request.method == "POST":
+        if request.POST.get("agree") == "yes":
+            accept(request.user, current, client_ip(request))
+            record("terms.accept", current.version, request=request, user=request.user)
+            return redirect("portal:home")
+        error = "Please check the box to agree to the terms of use before you continue."
+    return render(request, "portal/terms.html", {"terms": current, "error": error})
+
+
+FEATURES = {
+    "forgot-password": "Forgot your password?",
+    "staff-login": "Staff single sign-on",
+    "setup": "Setup",
+}
+
+
+def not_available(request: HttpRequest, feature: str) -> HttpResponse:
+    """A plain page for guide sections whose flows have not been built yet."""
+    title = FEATURES.get(feature)
+    if title is None:
+        return render(request, "404.html", status=404)
+    return render(request, "portal/not_available.html", {"title": title})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok", content_type="text/plain")
+
+
+def readyz(request: HttpRequest) -> HttpResponse:
+    """Ready when the database and the cache answer."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        cache.set("caregate:readyz", "1", 5)
+    except Exception:
+        return HttpResponse("not ready", status=503, content_type="text/plain")
+    return HttpResponse("ready", content_type="text/plain")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A stale or missing CSRF token: explain, in the portal's words, and offer a way on."""
+    return render(request, "403_csrf.html", status=403)
