@@ -1,0 +1,238 @@
+"""Production-mode settings (checked in a subprocess) and password hashing."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import argon2
+import pytest
+from django.contrib.auth.hashers import get_hasher, make_password
+
+from caregate.accounts.models import User
+from tests.conftest import PASSWORD
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "portal.example.org"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Caregate, database or Redis setting.
+
+    The browser tests set DJANGO_ALLOW_ASYNC_UNSAFE in this process (Playwright's sync API runs
+    an event loop); a production process never has it, and the deploy check rejects it.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CAREGATE_", "EMAIL_", "TWILIO_"))
+        and k
+        not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
+    env.update(extra)
+    return env
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def strong_key() -> str:
+    key = secrets.token_urlsafe(48)
+    assert len(key) >= 50
+    return key
+
+
+# --- production mode --------------------------------------------------------------------
+
+
+def test_production_without_secret_key_refuses_to_start():
+    result = manage("check", "--deploy", CAREGATE_ENV="production", CAREGATE_ALLOWED_HOSTS=HOST)
+    assert result.returncode != 0
+    assert "CAREGATE_SECRET_KEY is required in production mode" in result.stderr
+
+
+def test_production_without_allowed_hosts_refuses_to_start():
+    result = manage(
+        "check", "--deploy", CAREGATE_ENV="production", CAREGATE_SECRET_KEY=strong_key()
+    )
+    assert result.returncode != 0
+    assert "CAREGATE_ALLOWED_HOSTS is required in production mode" in result.stderr
+
+
+def test_production_with_key_and_hosts_passes_the_deploy_check():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        CAREGATE_ENV="production",
+        CAREGATE_SECRET_KEY=strong_key(),
+        CAREGATE_ALLOWED_HOSTS=HOST,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_deploy_check_flags_a_weak_key():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        CAREGATE_ENV="production",
+        CAREGATE_SECRET_KEY="short-key",
+        CAREGATE_ALLOWED_HOSTS=HOST,
+    )
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"CAREGATE_DEBUG": "true"}, "CAREGATE_DEBUG cannot be on in production mode"),
+        ({"CAREGATE_EMAIL_BACKEND": "outbox"}, "the dev outbox cannot be used in production"),
+        ({"CAREGATE_PHONE_BACKEND": "outbox"}, "the dev outbox cannot be used in production"),
+    ],
+)
+def test_production_refuses_development_conveniences(extra, message):
+    result = manage(
+        "check",
+        CAREGATE_ENV="production",
+        CAREGATE_SECRET_KEY=strong_key(),
+        CAREGATE_ALLOWED_HOSTS=HOST,
+        **extra,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_unknown_mode_refuses_to_start():
+    result = manage("check", CAREGATE_ENV="staging")
+    assert result.returncode != 0
+    assert "CAREGATE_ENV must be 'development' or 'production'" in result.stderr
+
+
+SHOW = """
+import json
+import django
+django.setup()
+from django.conf import settings
+names = [
+    "DEBUG", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS", "CAREGATE_DEV_OUTBOX", "EMAIL_BACKEND", "CAREGATE_PHONE_BACKEND",
+    "ALLOWED_HOSTS", "SESSION_COOKIE_HTTPONLY", "CSRF_COOKIE_HTTPONLY", "X_FRAME_OPTIONS",
+]
+print(json.dumps({name: getattr(settings, name, None) for name in names}))
+"""
+
+
+def show_settings(**env: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW],
+        cwd=ROOT,
+        env=clean_env(DJANGO_SETTINGS_MODULE="caregate.settings", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_production_defaults_are_safe():
+    values = show_settings(
+        CAREGATE_ENV="production", CAREGATE_SECRET_KEY=strong_key(), CAREGATE_ALLOWED_HOSTS=HOST
+    )
+    assert values["DEBUG"] is False
+    assert values["SESSION_COOKIE_SECURE"] is True
+    assert values["CSRF_COOKIE_SECURE"] is True
+    assert values["SECURE_SSL_REDIRECT"] is True
+    assert values["SECURE_HSTS_SECONDS"] >= 31536000
+    assert values["CAREGATE_DEV_OUTBOX"] is False
+    assert values["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert values["CAREGATE_PHONE_BACKEND"] == "twilio"
+    assert values["ALLOWED_HOSTS"] == [HOST]
+    assert values["SESSION_COOKIE_HTTPONLY"] is True
+    assert values["X_FRAME_OPTIONS"] == "DENY"
+
+
+def test_development_defaults():
+    values = show_settings()
+    assert values["DEBUG"] is True
+    assert values["CAREGATE_DEV_OUTBOX"] is True
+    assert values["EMAIL_BACKEND"] == "caregate.delivery.outbox.OutboxEmailBackend"
+
+
+# --- password hashing -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_passwords_are_argon2id_with_owasp_parameters(email_user):
+    encoded = email_user.password
+    assert encoded.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+    params = argon2.extract_parameters(encoded.removeprefix("argon2"))
+    assert params.type is argon2.Type.ID
+    assert (params.memory_cost, params.time_cost, params.parallelism) == (19456, 2, 1)
+    assert PASSWORD not in encoded
+
+
+def test_default_hasher_is_the_configured_argon2():
+    assert get_hasher().algorithm == "argon2"
+    assert make_password("x" * 12).startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_argon2_parameters_come_from_settings(settings):
+    settings.CAREGATE_ARGON2_MEMORY_KIB = 8192
+    settings.CAREGATE_ARGON2_TIME_COST = 3
+    assert make_password("x" * 12).startswith("argon2$argon2id$v=19$m=8192,t=3,p=1$")
+
+
+def email_sign_in(client, email: str, password: str = PASSWORD):
+    client.post("/login/start/", {"method": "email"})
+    return client.post("/email-login/credentials/", {"email": email, "password": password})
+
+
+@pytest.mark.django_db
+def test_raised_parameters_rehash_at_the_next_sign_in(client, email_user, settings):
+    settings.CAREGATE_ARGON2_MEMORY_KIB = 24576
+    response = email_sign_in(client, email_user.email)
+    assert response.url == "/email-login/email-code/"
+    email_user.refresh_from_db()
+    assert email_user.password.startswith("argon2$argon2id$v=19$m=24576,t=2,p=1$")
+
+
+@pytest.mark.django_db
+def test_legacy_pbkdf2_hash_is_upgraded_at_sign_in(client, make_user):
+    user = make_user()
+    User.objects.filter(pk=user.pk).update(
+        password=make_password(PASSWORD, hasher="pbkdf2_sha256")
+    )
+    response = email_sign_in(client, user.email)
+    assert response.url == "/email-login/email-code/"
+    user.refresh_from_db()
+    assert user.password.startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+@pytest.mark.django_db
+def test_legacy_hash_is_not_upgraded_by_a_wrong_password(client, make_user):
+    user = make_user()
+    legacy = make_password(PASSWORD, hasher="pbkdf2_sha256")
+    User.objects.filter(pk=user.pk).update(password=legacy)
+    email_sign_in(client, user.email, "Wrong-Password-123")
+    user.refresh_from_db()
+    assert user.password == legacy
