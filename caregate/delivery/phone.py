@@ -13,7 +13,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.urls import reverse
-from twilio.base.exceptions import TwilioException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -29,6 +29,14 @@ RING_SECONDS = 30
 class SendResult:
     ok: bool
     provider_id: str = ""
+    error: str = ""  # why a send failed, for the audit log (never the message itself)
+
+
+def _failure(exc: Exception) -> SendResult:
+    """Twilio's error code (e.g. twilio-21211), or the kind of network failure."""
+    if isinstance(exc, TwilioRestException):
+        return SendResult(False, error=f"twilio-{exc.code or exc.status}")
+    return SendResult(False, error=type(exc).__name__)
 
 
 class PhoneSender(Protocol):
@@ -77,9 +85,9 @@ class TwilioPhoneSender:
         )
         try:
             message = self.client.messages.create(to=to, body=body, **sender)
-        except (TwilioException, OSError):
+        except (TwilioException, OSError) as exc:
             logger.exception("Twilio SMS send failed")
-            return SendResult(False)
+            return _failure(exc)
         return SendResult(True, message.sid or "")
 
     def place_call(self, call: PhoneCall) -> SendResult:
@@ -94,9 +102,9 @@ class TwilioPhoneSender:
                 status_callback_event=["initiated", "ringing", "answered", "completed"],
                 timeout=RING_SECONDS,
             )
-        except (TwilioException, OSError):
+        except (TwilioException, OSError) as exc:
             logger.exception("Twilio call failed")
-            return SendResult(False)
+            return _failure(exc)
         return SendResult(True, placed.sid or "")
 
 

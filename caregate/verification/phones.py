@@ -39,6 +39,10 @@ def validate_phone(raw: str, country_code: int = 1) -> PhoneCheck:
         return PhoneCheck(error=EXTENSIONS if _has_extension_marker(raw) else NOT_A_NUMBER)
     if number.extension or (_has_extension_marker(raw) and not raw.startswith("+")):
         return PhoneCheck(error=EXTENSIONS)
+    # Plain ASCII digits only: no vanity letters (202-CALL-NOW) that phonenumbers would
+    # silently turn into digits, no look-alike digits from other scripts, no control bytes.
+    if not (raw.isascii() and raw.isprintable()) or any(ch.isalpha() for ch in raw):
+        return PhoneCheck(error=NOT_A_NUMBER)
     if str(number.country_code) not in settings.CAREGATE_ALLOWED_COUNTRY_CODES:
         return PhoneCheck(error=COUNTRY_NOT_ALLOWED)
     if number.country_code != country_code:

@@ -144,6 +144,10 @@ class PhoneChallenge:
     ) -> tuple[Any, str]:
         """Issue a code for ``channel``; return (issued, error)."""
         flow = state.raw["flow"]
+        # A request refused by the cooldown sends nothing, so it must not spend the budget.
+        wait = self.verifier(state).cooldown_left()
+        if wait:
+            return None, f"Please wait {wait} seconds before asking again."
         if not self._budget_ok(request, state):
             record("phone.send", "throttled", request=request, flow=flow, channel=channel)
             return None, TOO_MANY_SENDS
@@ -162,7 +166,15 @@ class PhoneChallenge:
         )
         result = phone_sender().send_sms(self.phone(state, own), body)
         outcome = "sent" if result.ok else "failed"
-        record("phone.send", outcome, request=request, flow=state.raw["flow"], channel="sms")
+        failure = {"error": result.error} if not result.ok else {}
+        record(
+            "phone.send",
+            outcome,
+            request=request,
+            flow=state.raw["flow"],
+            channel="sms",
+            **failure,
+        )
         if not result.ok:
             issued.record.delete()  # never delivered: must not hold a cooldown
             return self._render(state, own, error=SMS_FAILED)
@@ -176,7 +188,15 @@ class PhoneChallenge:
         call = calls.new_call(state.id, self.code_purpose, self.phone(state, own))
         result = phone_sender().place_call(call)
         outcome = "placed" if result.ok else "failed"
-        record("phone.send", outcome, request=request, flow=state.raw["flow"], channel="voice")
+        failure = {"error": result.error} if not result.ok else {}
+        record(
+            "phone.send",
+            outcome,
+            request=request,
+            flow=state.raw["flow"],
+            channel="voice",
+            **failure,
+        )
         if not result.ok:
             issued.record.delete()
             call.delete()
