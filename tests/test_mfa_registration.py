@@ -148,6 +148,16 @@ def test_section1_for_an_already_registered_user_shows_the_notice(
     assert user.mfa_method == User.MfaMethod.EMAIL
 
 
+def test_section1_is_open_to_a_phone_user_whose_number_was_cleared(
+    client: Client, make_user
+) -> None:
+    user = make_user(username="lost.number", mfa="phone")
+    User.objects.filter(pk=user.pk).update(phone_number="")
+    response = section1_login(client, "lost.number", PASSWORD)
+    assert "You have already registered" not in page_text(response)
+    assert client.get(f"/{S1}/method/").status_code == 200
+
+
 def test_section1_wrong_password_and_unknown_user_answer_alike(
     client: Client, legacy: User
 ) -> None:

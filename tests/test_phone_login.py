@@ -708,6 +708,18 @@ def test_unregistered_user_is_told_to_complete_registration(client, make_user):
     assert not is_signed_in(client)
 
 
+def test_phone_user_without_a_number_is_told_to_complete_registration(client, make_user):
+    user = make_user(mfa="phone")
+    type(user).objects.filter(pk=user.pk).update(phone_number="")
+    start(client, "phone")
+    response = client.post(PHONE_CREDENTIALS, {"email": user.email, "password": PASSWORD})
+    words = text(response)
+    assert "Please complete your registration" in words
+    assert "Please use LOGIN WITH PHONE" not in words
+    assert not is_signed_in(client)
+    assert not OutboxMessage.objects.exists()
+
+
 # --- bad input --------------------------------------------------------------------------
 
 FUZZ = hsettings(

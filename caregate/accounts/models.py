@@ -94,6 +94,15 @@ class User(AbstractUser):
     def display_name(self) -> str:
         return self.get_full_name() or self.username
 
+    @property
+    def usable_mfa_method(self) -> str:
+        """The MFA method the user can sign in with. Phone MFA without a number on record
+        (an operator cleared it) counts as not registered, so the user can register again
+        instead of being sent back and forth between the login buttons."""
+        if self.mfa_method == self.MfaMethod.PHONE and not self.phone_number:
+            return self.MfaMethod.NONE
+        return self.mfa_method
+
 
 class TermsVersion(models.Model):
     """One version of the Terms of Use; the newest published one is in force."""

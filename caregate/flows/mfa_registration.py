@@ -29,7 +29,7 @@ LINK_NAME = "complete-registration"
 
 def needs_registration(user: User) -> Result | None:
     """Users who already registered MFA sign in with their button instead."""
-    if user.mfa_method == User.MfaMethod.NONE:
+    if user.usable_mfa_method == User.MfaMethod.NONE:
         return None
     return Render({"notice": "registered"}, template="flows/wrong_method.html")
 

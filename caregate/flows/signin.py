@@ -57,9 +57,10 @@ def require_mfa_method(expected: str) -> UserCheck:
     """
 
     def check(user: User) -> Result | None:
-        if user.mfa_method == expected and (expected != "phone" or user.phone_number):
+        method = user.usable_mfa_method
+        if method == expected:
             return None
-        notice = user.mfa_method if user.mfa_method != User.MfaMethod.NONE else "unregistered"
+        notice = method if method != User.MfaMethod.NONE else "unregistered"
         return Render({"notice": notice}, template="flows/wrong_method.html")
 
     return check
