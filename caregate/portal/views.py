@@ -31,7 +31,14 @@ def login_page(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/login.html",
-        {"staff_sso": bool(settings.CAREGATE_OIDC_ISSUER), "form": LoginOptionsForm()},
+        {
+            "staff_sso": bool(settings.CAREGATE_OIDC_ISSUER),
+            "form": LoginOptionsForm(),
+            # Section 5: a remembered browser shows the box checked ("To turn off this
+            # feature, uncheck the Remember Me box"); clicking the same button then skips
+            # the prompts, while leaving it unchecked would turn the feature off.
+            "remember_me_checked": bool(request.COOKIES.get(settings.CAREGATE_REMEMBER_COOKIE)),
+        },
     )
 
 

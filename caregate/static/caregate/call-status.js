@@ -17,7 +17,13 @@
       .then(function (response) { return response.json(); })
       .then(function (data) {
         if (data.approved) { window.clearInterval(handle); proceed(); return; }
-        if (!data.open) { window.clearInterval(handle); window.location.reload(); return; }
+        if (!data.open) {
+          // The call ended: show the page again with a GET. reload() would re-send the
+          // POST that placed the call, and so place another call.
+          window.clearInterval(handle);
+          window.location.replace(window.location.pathname);
+          return;
+        }
         if (data.status !== lastStatus) {
           lastStatus = data.status;
           document.getElementById("call-message").textContent = data.message;
