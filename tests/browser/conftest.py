@@ -61,6 +61,9 @@ def axe_check() -> callable:
     """Run axe-core on the page; fail on any serious or critical violation."""
 
     def check(page: Page) -> None:
+        # axe runs through page.evaluate, which has no timeout of its own: never start it
+        # on a page that is still loading.
+        page.wait_for_load_state("load")
         results = _axe.run(page)
         bad = [
             v for v in results.response["violations"] if v.get("impact") in {"serious", "critical"}

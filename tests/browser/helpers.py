@@ -87,6 +87,17 @@ def sign_in_by_email(page: Page, user: User, read_code: CodeReader) -> None:
     expect(page).to_have_url(HOME_URL)
 
 
+def close_tab(tab: Page) -> None:
+    """Close a tab once its last navigation has finished.
+
+    Page.close has no timeout, and closing a tab while a navigation (say, the redirect after
+    the outbox's Answer button) is still committing can leave it waiting forever with
+    Debian's Chromium. Waiting for the load first makes the close an ordinary one.
+    """
+    tab.wait_for_load_state("load")
+    tab.close()
+
+
 def code_from_outbox_page(context: BrowserContext, email: str) -> str:
     """Read the newest code to ``email`` off the dev outbox page, in a second tab."""
     tab = context.new_page()
@@ -98,7 +109,7 @@ def code_from_outbox_page(context: BrowserContext, email: str) -> str:
         )
         body = newest.first.locator("pre").inner_text()
     finally:
-        tab.close()
+        close_tab(tab)
     match = re.search(r"verification code is: (\d{6})\b", body)
     assert match, body
     return match.group(1)

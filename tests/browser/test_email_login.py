@@ -21,6 +21,7 @@ from tests.browser.helpers import (
     SIGNIN_FAILED,
     VERIFIED,
     alert,
+    close_tab,
     code_from_outbox_page,
     enter_credentials,
     open_email_login,
@@ -87,7 +88,7 @@ def test_email_login_reading_the_code_off_the_dev_outbox_page(
     tab.goto("/dev/outbox/")
     expect(tab.get_by_role("heading", name=f"Email to {email_user.email}")).to_be_visible()
     axe_check(tab)
-    tab.close()
+    close_tab(tab)
     type_code(page, code_from_outbox_page(page.context, email_user.email))
     expect(page.get_by_text(VERIFIED)).to_be_visible()
     page.get_by_role("button", name="Continue").click()

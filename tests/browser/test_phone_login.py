@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from caregate.accounts.models import User
 from caregate.delivery.models import OutboxMessage
 from caregate.verification.models import PhoneCall
-from tests.browser.helpers import HOME_URL, alert, wrong_code
+from tests.browser.helpers import HOME_URL, alert, close_tab, wrong_code
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,7 +211,7 @@ def test_call_me_answered_on_the_outbox_page_moves_on_by_itself(
     tab.get_by_label(f"Keys to press for call #{call.pk}").fill(f"{digits}#")
     with tab.expect_response(re.compile(r"/answer$")):
         tab.get_by_role("button", name=f"Answer call #{call.pk}").click()
-    tab.close()
+    close_tab(tab)
     # Nobody touches the sign-in page: its script sees the approval and goes on.
     expect_home(page, phone_user)
     axe_check(page)
@@ -296,7 +296,7 @@ def test_call_me_press_pound_mode_answered_on_the_outbox_page(
     expect(keys).to_have_value("#")  # the outbox page's default: press #
     with tab.expect_response(re.compile(r"/answer$")):
         tab.get_by_role("button", name=f"Answer call #{call.pk}").click()
-    tab.close()
+    close_tab(tab)
     expect_home(page, phone_user)
 
 
@@ -313,7 +313,7 @@ def test_declined_call_is_told_and_send_code_or_call_me_can_be_chosen_again(
     tab.goto("/dev/outbox/")
     with tab.expect_response(re.compile(r"/decline$")):
         tab.get_by_role("button", name=f"Decline call #{call.pk}").click()
-    tab.close()
+    close_tab(tab)
     # The page notices by itself that the call ended.
     expect(page.get_by_text(DECLINED)).to_be_visible(timeout=BY_ITSELF)
     expect_try_again(page)

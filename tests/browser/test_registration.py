@@ -15,6 +15,7 @@ from caregate.accounts.models import TermsAcceptance, TermsVersion, User
 from caregate.accounts.terms import accept
 from caregate.delivery.models import OutboxMessage
 from caregate.verification.models import EmailLink
+from tests.browser.helpers import close_tab
 from tests.conftest import PASSWORD
 from tests.registration_steps import (
     NEW_PASSWORD,
@@ -261,7 +262,7 @@ def test_section1_with_phone_call(page: Page, make_user, axe_check) -> None:
     outbox.goto("/dev/outbox/")
     outbox.get_by_label(f"Keys to press for call #{call.pk}").fill(f"{digits}#")
     outbox.get_by_role("button", name=f"Answer call #{call.pk}").click()
-    outbox.close()
+    close_tab(outbox)
     # The registration page moves on by itself.
     expect_home(page, axe_check)
     user.refresh_from_db()

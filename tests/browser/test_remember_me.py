@@ -26,6 +26,7 @@ from tests.browser.helpers import (
     HOME_URL,
     LOGIN_URL,
     VERIFIED,
+    close_tab,
     enter_credentials,
     send_code,
     type_code,
@@ -117,7 +118,7 @@ def sign_out(page: Page) -> None:
 def reopen(page: Page) -> Page:
     """Close the tab and open the portal again in the same browser (cookies kept)."""
     context = page.context
-    page.close()
+    close_tab(page)
     page = context.new_page()
     page.goto("/")
     expect(page).to_have_url(LOGIN_URL)

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from caregate.accounts.models import User
-from tests.browser.helpers import HOME_URL, LOGIN_URL, session_cookie
+from tests.browser.helpers import HOME_URL, LOGIN_URL, close_tab, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,7 +31,7 @@ def opens_home(context: BrowserContext, cookie: dict) -> bool:
         page.goto("/home/")
         return HOME_URL.search(page.url) is not None
     finally:
-        page.close()
+        close_tab(page)
 
 
 def assert_refused(page: Page) -> None:
