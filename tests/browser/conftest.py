@@ -44,13 +44,25 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def close_context(context: BrowserContext) -> None:
+    """Close a browser context once its pages have finished loading.
+
+    Closing has no timeout; closing a page in the middle of a navigation once left a run
+    waiting forever (see helpers.close_tab). A page that fails to load within the context's
+    timeout raises here, which fails the test instead of hanging it.
+    """
+    for open_page in context.pages:
+        open_page.wait_for_load_state("load")
+    context.close()
+
+
 @pytest.fixture
 def page(browser: Browser, live_server) -> Iterator[Page]:
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(10_000)
     page = context.new_page()
     yield page
-    context.close()
+    close_context(context)
 
 
 _axe = Axe()
@@ -83,7 +95,7 @@ def nojs_page(browser: Browser, live_server) -> Iterator[Page]:
     context.set_default_timeout(10_000)
     page = context.new_page()
     yield page
-    context.close()
+    close_context(context)
 
 
 @pytest.fixture
@@ -92,7 +104,7 @@ def fresh_context(browser: Browser, live_server) -> Iterator[BrowserContext]:
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(10_000)
     yield context
-    context.close()
+    close_context(context)
 
 
 @pytest.fixture
