@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from caregate.verification import codes
-from caregate.verification.codes import CodeStatus, CodeVerifier, ResendCooldown
+from caregate.verification.codes import CodeStatus, CodeVerifier, ResendCooldown, SendBudgetSpent
 from caregate.verification.models import VerificationCode
 
 pytestmark = pytest.mark.django_db
@@ -192,6 +192,31 @@ def test_old_code_fails_after_resend_even_when_digits_repeat(settings):
         v.issue("email", "a@example.com")
     assert v.check("111111").status is CodeStatus.WRONG
     assert v.check("222222").status is CodeStatus.OK
+
+
+def test_budget_is_not_spent_by_a_resend_the_cooldown_refuses():
+    start = timezone.now()
+    v = verifier(cooldown_seconds=10)
+    spent: list[int] = []
+
+    def budget() -> bool:
+        spent.append(1)
+        return True
+
+    with at(start):
+        v.issue("email", "a@example.com", within_budget=budget)
+    with at(start + timedelta(seconds=3)), pytest.raises(ResendCooldown):
+        v.issue("email", "a@example.com", within_budget=budget)
+    assert len(spent) == 1
+
+
+def test_spent_budget_refuses_and_keeps_the_live_code():
+    v = verifier(cooldown_seconds=0)
+    first = v.issue("email", "a@example.com")
+    with pytest.raises(SendBudgetSpent):
+        v.issue("email", "a@example.com", within_budget=lambda: False)
+    assert VerificationCode.objects.filter(flow_id="flow-a").count() == 1
+    assert v.check(first.code).status is CodeStatus.OK
 
 
 def test_cooldown_is_per_verifier_argument():

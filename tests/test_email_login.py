@@ -438,6 +438,23 @@ def test_failing_mail_server_shows_a_message_and_retry_works(
     assert client.post(EMAIL_CODE, {"action": "continue"}).url == "/home/"
 
 
+def test_send_new_code_refused_by_the_cooldown_spends_no_budget(client, email_user, settings):
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 60
+    settings.CAREGATE_RATE_LIMITS = {
+        **settings.CAREGATE_RATE_LIMITS,
+        "code-send:account": (2, 3600),
+    }
+    to_code_stage(client, email_user)
+    client.post(EMAIL_CODE, {"action": "send"})
+    for _ in range(3):
+        page = client.post(EMAIL_CODE, {"action": "resend"}).content.decode()
+        assert "before asking for a new code" in page
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
+    page = client.post(EMAIL_CODE, {"action": "resend"}).content.decode()
+    assert "Too many codes have been requested." not in page
+    assert OutboxMessage.objects.count() == 2
+
+
 def test_too_many_sends_are_refused(client, email_user, settings):
     settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
     settings.CAREGATE_RATE_LIMITS = {

@@ -8,6 +8,7 @@ attempt (or a stolen database row) is worthless anywhere else.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -42,6 +43,10 @@ class CheckResult:
 class IssuedCode:
     record: VerificationCode
     code: str  # plaintext, to hand to a sender once; never stored
+
+
+class SendBudgetSpent(Exception):
+    """The hourly send budget (per account, destination or client address) is spent."""
 
 
 class ResendCooldown(Exception):
@@ -103,13 +108,26 @@ class CodeVerifier:
         left = (latest.created_at + self.cooldown - moment).total_seconds()
         return max(0, int(left + 0.999))
 
-    def issue(self, channel: str, destination: str) -> IssuedCode:
-        """Create a new code, voiding any earlier one; raise ResendCooldown if too soon."""
+    def issue(
+        self,
+        channel: str,
+        destination: str,
+        within_budget: Callable[[], bool] | None = None,
+    ) -> IssuedCode:
+        """Create a new code, voiding any earlier one.
+
+        Raise ResendCooldown if too soon. ``within_budget`` spends one send of the caller's
+        send budget and says whether there was one left (else SendBudgetSpent). It is asked
+        only after the cooldown allowed the send: a request refused by the cooldown sends
+        nothing and must not use up the budget; a refused one leaves the live code alone.
+        """
         now = timezone.now()
         with transaction.atomic():
             wait = self.cooldown_left(now)
             if wait:
                 raise ResendCooldown(wait)
+            if within_budget is not None and not within_budget():
+                raise SendBudgetSpent
             self._codes().filter(used_at__isnull=True, voided_at__isnull=True).update(
                 voided_at=now
             )

@@ -17,7 +17,13 @@ from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import CodeForm, EmailForm
 from caregate.security.client import client_ip
 from caregate.verification import ratelimit
-from caregate.verification.codes import CheckResult, CodeStatus, CodeVerifier, ResendCooldown
+from caregate.verification.codes import (
+    CheckResult,
+    CodeStatus,
+    CodeVerifier,
+    ResendCooldown,
+    SendBudgetSpent,
+)
 
 SEND_FAILED = "We could not send the email just now. Please try again in a moment."
 TOO_MANY_SENDS = "Too many codes have been requested. Please wait a while and try again."
@@ -126,22 +132,21 @@ class EmailCode:
         email = own.get("email", "")
         flow = state.raw["flow"]
         user_id = state.data.get("user_id")
-        allowed = ratelimit.hit_all(
-            [
-                ("code-send:account", str(user_id or "")),
-                ("code-send:destination", email),
-                ("code-send:client", client_ip(request)),
-            ]
-        )
-        if not allowed:
-            record("code.send", "throttled", request=request, flow=flow, channel="email")
-            return self._render(state, own, error=TOO_MANY_SENDS)
-        verifier = self.verifier(state)
+        budget = [
+            ("code-send:account", str(user_id or "")),
+            ("code-send:destination", email),
+            ("code-send:client", client_ip(request)),
+        ]
         try:
-            issued = verifier.issue("email", email)
+            issued = self.verifier(state).issue(
+                "email", email, within_budget=lambda: ratelimit.hit_all(budget)
+            )
         except ResendCooldown as wait:
             error = f"Please wait {wait.seconds_left} seconds before asking for a new code."
             return self._render(state, own, error=error)
+        except SendBudgetSpent:
+            record("code.send", "throttled", request=request, flow=flow, channel="email")
+            return self._render(state, own, error=TOO_MANY_SENDS)
         if not send_code_email(email, issued.code, self.lifetime):
             # Never delivered, so it must not block the retry with a cooldown.
             issued.record.delete()

@@ -10,13 +10,19 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from caregate.audit.log import record
-from caregate.delivery.phone import phone_sender
+from caregate.delivery.phone import SendResult, phone_sender
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import CodeForm
 from caregate.flows.stages.email_code import code_error
 from caregate.security.client import client_ip
 from caregate.verification import calls, ratelimit
-from caregate.verification.codes import CodeStatus, CodeVerifier, ResendCooldown
+from caregate.verification.codes import (
+    CodeStatus,
+    CodeVerifier,
+    IssuedCode,
+    ResendCooldown,
+    SendBudgetSpent,
+)
 from caregate.verification.models import PhoneCall
 from caregate.verification.phones import country_choices, mask_phone, validate_phone
 
@@ -141,20 +147,39 @@ class PhoneChallenge:
 
     def _issue(
         self, request: HttpRequest, state: FlowState, own: dict[str, Any], channel: str
-    ) -> tuple[Any, str]:
+    ) -> tuple[IssuedCode | None, str]:
         """Issue a code for ``channel``; return (issued, error)."""
-        flow = state.raw["flow"]
-        # A request refused by the cooldown sends nothing, so it must not spend the budget.
-        wait = self.verifier(state).cooldown_left()
-        if wait:
-            return None, f"Please wait {wait} seconds before asking again."
-        if not self._budget_ok(request, state):
-            record("phone.send", "throttled", request=request, flow=flow, channel=channel)
-            return None, TOO_MANY_SENDS
         try:
-            return self.verifier(state).issue(channel, self.phone(state, own)), ""
+            issued = self.verifier(state).issue(
+                channel,
+                self.phone(state, own),
+                within_budget=lambda: self._budget_ok(request, state),
+            )
         except ResendCooldown as wait:
             return None, f"Please wait {wait.seconds_left} seconds before asking again."
+        except SendBudgetSpent:
+            record(
+                "phone.send", "throttled", request=request, flow=state.raw["flow"], channel=channel
+            )
+            return None, TOO_MANY_SENDS
+        return issued, ""
+
+    def _record_send(
+        self, request: HttpRequest, state: FlowState, channel: str, result: SendResult
+    ) -> None:
+        """Audit one send with its outcome, and why Twilio refused it (never its content)."""
+        if result.ok:
+            outcome, detail = ("sent" if channel == "sms" else "placed"), {}
+        else:
+            outcome, detail = "failed", {"error": result.error}
+        record(
+            "phone.send",
+            outcome,
+            request=request,
+            flow=state.raw["flow"],
+            channel=channel,
+            **detail,
+        )
 
     def _send_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         issued, error = self._issue(request, state, own, "sms")
@@ -165,16 +190,7 @@ class PhoneChallenge:
             "Do not share it with anyone."
         )
         result = phone_sender().send_sms(self.phone(state, own), body)
-        outcome = "sent" if result.ok else "failed"
-        failure = {"error": result.error} if not result.ok else {}
-        record(
-            "phone.send",
-            outcome,
-            request=request,
-            flow=state.raw["flow"],
-            channel="sms",
-            **failure,
-        )
+        self._record_send(request, state, "sms", result)
         if not result.ok:
             issued.record.delete()  # never delivered: must not hold a cooldown
             return self._render(state, own, error=SMS_FAILED)
@@ -187,16 +203,7 @@ class PhoneChallenge:
             return self._render(state, own, error=error)
         call = calls.new_call(state.id, self.code_purpose, self.phone(state, own))
         result = phone_sender().place_call(call)
-        outcome = "placed" if result.ok else "failed"
-        failure = {"error": result.error} if not result.ok else {}
-        record(
-            "phone.send",
-            outcome,
-            request=request,
-            flow=state.raw["flow"],
-            channel="voice",
-            **failure,
-        )
+        self._record_send(request, state, "voice", result)
         if not result.ok:
             issued.record.delete()
             call.delete()
