@@ -17,6 +17,9 @@ from caregate.verification.models import VerificationCode
 pytestmark = pytest.mark.django_db
 
 
+EMAIL = {"channel": "email", "destination": "a@example.com"}
+
+
 def verifier(flow_id: str = "flow-a", purpose: str = "login:email", **kwargs) -> CodeVerifier:
     kwargs.setdefault("lifetime_seconds", 300)
     return CodeVerifier(flow_id, purpose, **kwargs)
@@ -65,21 +68,21 @@ def test_only_a_keyed_hash_is_stored(settings):
     assert stored != hashlib.sha256(f"flow-a|login:email|{issued.code}".encode()).hexdigest()
     # Keyed by the secret key: with another key the very same code no longer matches.
     settings.SECRET_KEY = "another-secret-key-" + "x" * 40
-    assert verifier().check(issued.code).status is CodeStatus.WRONG
+    assert verifier().check(issued.code, **EMAIL).status is CodeStatus.WRONG
 
 
 def test_right_code_passes_once():
     v = verifier()
     issued = v.issue("email", "a@example.com")
-    assert v.check(issued.code).status is CodeStatus.OK
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.OK
     assert VerificationCode.objects.get(pk=issued.record.pk).used_at is not None
     # Single use: the same code again is USED, not OK.
-    assert v.check(issued.code).status is CodeStatus.USED
-    assert v.check(wrong(issued.code)).status is CodeStatus.USED
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.USED
+    assert v.check(wrong(issued.code), **EMAIL).status is CodeStatus.USED
 
 
 def test_missing_when_no_code_was_issued():
-    assert verifier().check("123456").status is CodeStatus.MISSING
+    assert verifier().check("123456", **EMAIL).status is CodeStatus.MISSING
     assert verifier().current() is None
 
 
@@ -93,9 +96,9 @@ def test_code_expires_at_its_lifetime():
         issued = v.issue("email", "a@example.com")
     assert issued.record.expires_at == start + timedelta(seconds=30)
     with at(start + timedelta(seconds=30)):
-        assert v.check(issued.code).status is CodeStatus.EXPIRED
+        assert v.check(issued.code, **EMAIL).status is CodeStatus.EXPIRED
     with at(start + timedelta(hours=1)):
-        assert v.check(issued.code).status is CodeStatus.EXPIRED
+        assert v.check(issued.code, **EMAIL).status is CodeStatus.EXPIRED
 
 
 def test_code_still_valid_just_before_expiry():
@@ -104,7 +107,7 @@ def test_code_still_valid_just_before_expiry():
         v = verifier(lifetime_seconds=30)
         issued = v.issue("email", "a@example.com")
     with at(start + timedelta(seconds=29)):
-        assert v.check(issued.code).status is CodeStatus.OK
+        assert v.check(issued.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_expired_by_editing_expires_at():
@@ -113,7 +116,7 @@ def test_expired_by_editing_expires_at():
     VerificationCode.objects.filter(pk=issued.record.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert v.check(issued.code).status is CodeStatus.EXPIRED
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.EXPIRED
 
 
 # --- attempts ---------------------------------------------------------------------------
@@ -124,30 +127,30 @@ def test_five_wrong_attempts_void_the_code(settings):
     v = verifier()
     issued = v.issue("email", "a@example.com")
     bad = wrong(issued.code)
-    lefts = [v.check(bad) for _ in range(4)]
+    lefts = [v.check(bad, **EMAIL) for _ in range(4)]
     assert [r.status for r in lefts] == [CodeStatus.WRONG] * 4
     assert [r.attempts_left for r in lefts] == [4, 3, 2, 1]
-    assert v.check(bad).status is CodeStatus.LOCKED
+    assert v.check(bad, **EMAIL).status is CodeStatus.LOCKED
     row = VerificationCode.objects.get(pk=issued.record.pk)
     assert row.attempts == 5 and row.voided_at is not None
     # Void means void: the right code no longer works either.
-    assert v.check(issued.code).status is CodeStatus.LOCKED
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.LOCKED
 
 
 def test_max_attempts_is_configurable():
     v = verifier(max_attempts=2)
     issued = v.issue("email", "a@example.com")
-    assert v.check(wrong(issued.code)).attempts_left == 1
-    assert v.check(wrong(issued.code)).status is CodeStatus.LOCKED
-    assert v.check(issued.code).status is CodeStatus.LOCKED
+    assert v.check(wrong(issued.code), **EMAIL).attempts_left == 1
+    assert v.check(wrong(issued.code), **EMAIL).status is CodeStatus.LOCKED
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.LOCKED
 
 
 def test_right_code_after_some_wrong_ones_still_passes():
     v = verifier()
     issued = v.issue("email", "a@example.com")
     for _ in range(4):
-        v.check(wrong(issued.code))
-    assert v.check(issued.code).status is CodeStatus.OK
+        v.check(wrong(issued.code), **EMAIL)
+    assert v.check(issued.code, **EMAIL).status is CodeStatus.OK
 
 
 # --- resend -----------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def test_resend_within_cooldown_is_refused(settings):
     # The refused resend left the first code alone.
     assert VerificationCode.objects.filter(flow_id="flow-a").count() == 1
     with at(start + timedelta(seconds=4)):
-        assert v.check(first.code).status is CodeStatus.OK
+        assert v.check(first.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_resend_after_cooldown_voids_the_old_code(settings):
@@ -179,8 +182,8 @@ def test_resend_after_cooldown_voids_the_old_code(settings):
     assert VerificationCode.objects.get(pk=first.record.pk).voided_at is not None
     with at(start + timedelta(seconds=11)):
         if first.code != second.code:
-            assert v.check(first.code).status is CodeStatus.WRONG
-        assert v.check(second.code).status is CodeStatus.OK
+            assert v.check(first.code, **EMAIL).status is CodeStatus.WRONG
+        assert v.check(second.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_old_code_fails_after_resend_even_when_digits_repeat(settings):
@@ -190,8 +193,8 @@ def test_old_code_fails_after_resend_even_when_digits_repeat(settings):
     with mock.patch.object(codes, "generate_code", side_effect=["111111", "222222"]):
         v.issue("email", "a@example.com")
         v.issue("email", "a@example.com")
-    assert v.check("111111").status is CodeStatus.WRONG
-    assert v.check("222222").status is CodeStatus.OK
+    assert v.check("111111", **EMAIL).status is CodeStatus.WRONG
+    assert v.check("222222", **EMAIL).status is CodeStatus.OK
 
 
 def test_budget_is_not_spent_by_a_resend_the_cooldown_refuses():
@@ -216,7 +219,7 @@ def test_spent_budget_refuses_and_keeps_the_live_code():
     with pytest.raises(SendBudgetSpent):
         v.issue("email", "a@example.com", within_budget=lambda: False)
     assert VerificationCode.objects.filter(flow_id="flow-a").count() == 1
-    assert v.check(first.code).status is CodeStatus.OK
+    assert v.check(first.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_cooldown_is_per_verifier_argument():
@@ -245,7 +248,7 @@ def test_discard_voids_the_live_code():
     v = verifier()
     issued = v.issue("email", "a@example.com")
     v.discard()
-    assert v.check(issued.code).status is not CodeStatus.OK
+    assert v.check(issued.code, **EMAIL).status is not CodeStatus.OK
 
 
 # --- binding ----------------------------------------------------------------------------
@@ -256,20 +259,20 @@ def test_code_is_bound_to_its_flow():
     b = verifier(flow_id="flow-b")
     issued = a.issue("email", "a@example.com")
     # Flow B never asked for a code.
-    assert b.check(issued.code).status is CodeStatus.MISSING
+    assert b.check(issued.code, **EMAIL).status is CodeStatus.MISSING
     # Flow B has its own code: A's digits do not open it.
     with mock.patch.object(codes, "generate_code", return_value=wrong(issued.code)):
         b.issue("email", "a@example.com")
-    assert b.check(issued.code).status is CodeStatus.WRONG
-    assert a.check(issued.code).status is CodeStatus.OK
+    assert b.check(issued.code, **EMAIL).status is CodeStatus.WRONG
+    assert a.check(issued.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_code_is_bound_to_its_purpose():
     login = verifier(purpose="email-login:email")
     other = verifier(purpose="mfa-registration:email")
     issued = login.issue("email", "a@example.com")
-    assert other.check(issued.code).status is CodeStatus.MISSING
-    assert login.check(issued.code).status is CodeStatus.OK
+    assert other.check(issued.code, **EMAIL).status is CodeStatus.MISSING
+    assert login.check(issued.code, **EMAIL).status is CodeStatus.OK
 
 
 def test_moving_a_row_to_another_flow_does_not_move_its_code():
@@ -277,14 +280,14 @@ def test_moving_a_row_to_another_flow_does_not_move_its_code():
     a = verifier(flow_id="flow-a")
     issued = a.issue("email", "a@example.com")
     VerificationCode.objects.filter(pk=issued.record.pk).update(flow_id="flow-b")
-    assert verifier(flow_id="flow-b").check(issued.code).status is CodeStatus.WRONG
+    assert verifier(flow_id="flow-b").check(issued.code, **EMAIL).status is CodeStatus.WRONG
 
 
 def test_moving_a_row_to_another_purpose_does_not_move_its_code():
     a = verifier(purpose="p-one")
     issued = a.issue("email", "a@example.com")
     VerificationCode.objects.filter(pk=issued.record.pk).update(purpose="p-two")
-    assert verifier(purpose="p-two").check(issued.code).status is CodeStatus.WRONG
+    assert verifier(purpose="p-two").check(issued.code, **EMAIL).status is CodeStatus.WRONG
 
 
 def test_wrong_attempts_in_one_flow_do_not_lock_another():
@@ -293,6 +296,6 @@ def test_wrong_attempts_in_one_flow_do_not_lock_another():
     code_a = a.issue("email", "a@example.com").code
     code_b = b.issue("email", "a@example.com").code
     for _ in range(5):
-        a.check(wrong(code_a))
-    assert a.check(code_a).status is CodeStatus.LOCKED
-    assert b.check(code_b).status is CodeStatus.OK
+        a.check(wrong(code_a), **EMAIL)
+    assert a.check(code_a, **EMAIL).status is CodeStatus.LOCKED
+    assert b.check(code_b, **EMAIL).status is CodeStatus.OK

@@ -30,6 +30,7 @@ from caregate.flows.engine import (
     Restart,
     When,
 )
+from tests import flowstate
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +98,7 @@ class Engine:
 
     @property
     def raw(self) -> dict | None:
-        return self.session.get(keys.FLOWS, {}).get(NAME)
+        return flowstate.raw(self.session, NAME)
 
 
 @pytest.fixture
@@ -217,9 +218,7 @@ def test_expired_flow_restarts(engine, settings):
 
 def test_expired_by_editing_the_session(engine):
     engine.start()
-    flows = engine.session[keys.FLOWS]
-    flows[NAME]["expires_at"] = int(time.time()) - 1
-    engine.session[keys.FLOWS] = flows
+    flowstate.edit(engine.session, NAME, lambda raw: raw.update(expires_at=int(time.time()) - 1))
     response, request = engine.get("one")
     assert response.url == "/"
     assert "expired" in messages_of(request)[0]
@@ -323,17 +322,18 @@ def test_when_skips_stages_that_do_not_apply(templates, settings):
 # --- state in the session ---------------------------------------------------------------
 
 
-def test_state_is_json_in_the_session_namespaced_by_flow(engine):
+def test_state_is_json_in_its_own_row_and_the_session_only_points_at_it(engine):
     engine.start(origin="test")
     engine.post("one", action="remember")
-    raw = engine.session[keys.FLOWS][NAME]
+    raw = engine.raw
     assert set(raw) == {"id", "flow", "reached", "started_at", "expires_at", "data", "stages"}
     assert raw["flow"] == NAME
     assert json.loads(json.dumps(raw)) == raw
-    # It survives a trip through the real session store (JSON serializer).
+    # The session keeps only the instance id, and it survives the real session store.
+    assert engine.session[keys.FLOWS] == {NAME: raw["id"]}
     engine.session.save()
     reloaded = type(engine.session)(engine.session.session_key)
-    assert reloaded[keys.FLOWS][NAME] == raw
+    assert flowstate.raw(reloaded, NAME) == raw
 
 
 def test_flows_do_not_share_state(engine, templates, settings):
@@ -349,10 +349,10 @@ def test_flows_do_not_share_state(engine, templates, settings):
     other.start(request, mine=True)
     flows = engine.session[keys.FLOWS]
     assert set(flows) == {NAME, "other-flow"}
-    assert flows["other-flow"]["id"] != first_id
+    assert flows["other-flow"] != first_id
     engine.post("one", value="a")
-    assert engine.session[keys.FLOWS]["other-flow"]["reached"] == 0
-    assert engine.session[keys.FLOWS]["other-flow"]["data"] == {"mine": True}
+    assert flowstate.raw(engine.session, "other-flow")["reached"] == 0
+    assert flowstate.raw(engine.session, "other-flow")["data"] == {"mine": True}
     # Discarding one leaves the other.
     engine.flow.discard(engine.request("GET", "x"))
     assert set(engine.session[keys.FLOWS]) == {"other-flow"}
@@ -391,9 +391,9 @@ def test_client_unknown_flow_is_404(client):
 
 def test_client_expired_flow_restarts(client, email_user):
     client.post("/login/start/", {"method": "email"})
-    session = client.session
-    session[keys.FLOWS]["email-login"]["expires_at"] = int(time.time()) - 1
-    session.save()
+    flowstate.edit(
+        client.session, "email-login", lambda raw: raw.update(expires_at=int(time.time()) - 1)
+    )
     response = client.post(
         "/email-login/credentials/", {"email": email_user.email, "password": PASSWORD}
     )
@@ -436,5 +436,5 @@ def test_client_state_is_namespaced_per_flow(client, email_user):
     client.post("/login/start/", {"method": "phone"})
     flows = client.session[keys.FLOWS]
     assert set(flows) >= {"email-login", "phone-login"}
-    assert flows["email-login"]["id"] != flows["phone-login"]["id"]
-    assert flows["email-login"]["flow"] == "email-login"
+    assert flows["email-login"] != flows["phone-login"]
+    assert flowstate.raw(client.session, "email-login")["flow"] == "email-login"

@@ -84,10 +84,16 @@ def answer(request: HttpRequest, token: str) -> HttpResponse:
 @twilio_signed
 def gather(request: HttpRequest, token: str) -> HttpResponse:
     """The callee keyed something."""
-    call = PhoneCall.objects.filter(token=token).first()
+    call = PhoneCall.objects.select_related("user").filter(token=token).first()
     digits = request.POST.get("Digits", "")[:20]
     result = calls.keyed(token, digits)
-    record("call.keys", "approved" if result.approved else "refused", request=request)
+    record(
+        "call.keys",
+        "approved" if result.approved else "refused",
+        request=request,
+        user=call.user if call is not None else None,
+        channel="voice",
+    )
     if result.ask_again and call is not None:
         return _twiml(_gather(call, result.say))
     response = VoiceResponse()
@@ -101,5 +107,12 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
     """Twilio's call status callback (ringing, no-answer, busy, completed…)."""
     value = request.POST.get("CallStatus", "")[:20]
     calls.provider_status(token, value)
-    record("call.status", value or "unknown", request=request)
+    call = PhoneCall.objects.select_related("user").filter(token=token).first()
+    record(
+        "call.status",
+        value or "unknown",
+        request=request,
+        user=call.user if call is not None else None,
+        channel="voice",
+    )
     return HttpResponse(status=204)

@@ -1,25 +1,40 @@
 """The flow engine: a flow is an ordered list of stages, each one screen.
 
-A flow's progress lives server-side in the session as JSON, namespaced by flow name, with
-its own expiry. Only the stage the user has reached can be shown: a later stage's URL
-redirects back, and a finished or expired flow cannot be replayed.
+A flow's progress is JSON kept server-side in its own database row (``FlowInstance``),
+with its own expiry; the session holds only a pointer to it (flow name → instance id).
+Only the stage the user has reached can be shown: a later stage's URL redirects back, and
+a finished or expired flow cannot be replayed.
+
+Every write of a flow's state is a compare-and-set on the row's revision. Two requests of
+one session that run at the same time (two tabs, a double click, an attacker's scripted
+burst) both read revision N; the first to finish writes N+1, and the second finds its copy
+out of date: it writes nothing and the user is sent back to the page as it now stands
+("This page was out of date; please try again."). A slower request can therefore never
+put back an older state, and no guard kept in flow state can be rolled back.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib import messages
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 
 from caregate.flows import keys
+from caregate.flows.models import FlowInstance
+
+OUT_OF_DATE = "This page was out of date; please try again."
 
 # --- results a stage returns ----------------------------------------------------------
 
@@ -67,11 +82,30 @@ Result = Render | Advance | Back | Restart | Leave
 # --- state ----------------------------------------------------------------------------
 
 
-class FlowState:
-    """The JSON state of one flow instance, as kept in the session."""
+class StaleState(Exception):
+    """Another request changed this flow instance after this request read it."""
 
-    def __init__(self, raw: dict[str, Any]) -> None:
+
+def _serialized(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+class FlowState:
+    """The JSON state of one flow instance, and the revision this request read."""
+
+    def __init__(self, raw: dict[str, Any], revision: int = 0) -> None:
         self.raw = raw
+        self.revision = revision
+        self._as_read = _serialized(raw)
+
+    def changed(self) -> bool:
+        """Whether this request changed the state since it was read or last saved."""
+        return _serialized(self.raw) != self._as_read
+
+    def saved(self) -> None:
+        """The state was written: it is now revision + 1."""
+        self.revision += 1
+        self._as_read = _serialized(self.raw)
 
     @classmethod
     def new(cls, flow: str, timeout: int, data: dict[str, Any]) -> FlowState:
@@ -168,28 +202,71 @@ class Flow:
                 return index
         return None
 
-    # -- session storage --
+    # -- storage: the row holds the state, the session only points at it --
+    def _pointer(self, request: HttpRequest) -> str:
+        pointer = request.session.get(keys.FLOWS, {}).get(self.name)
+        return pointer if isinstance(pointer, str) else ""
+
+    def _point(self, request: HttpRequest, instance_id: str | None) -> None:
+        pointers = dict(request.session.get(keys.FLOWS, {}))
+        if instance_id is None:
+            if self.name not in pointers:
+                return
+            del pointers[self.name]
+        else:
+            pointers[self.name] = instance_id
+        request.session[keys.FLOWS] = pointers
+
     def load(self, request: HttpRequest) -> FlowState | None:
-        raw = request.session.get(keys.FLOWS, {}).get(self.name)
-        return FlowState(raw) if raw else None
+        pointer = self._pointer(request)
+        if not pointer:
+            return None
+        row = FlowInstance.objects.filter(pk=pointer, flow=self.name).first()
+        return FlowState(row.state, row.revision) if row is not None else None
 
     def save(self, request: HttpRequest, state: FlowState) -> None:
-        flows = request.session.get(keys.FLOWS, {})
-        flows[self.name] = state.raw
-        request.session[keys.FLOWS] = flows
+        """Write the state if this request changed it; raise StaleState if another
+        request wrote it first (compare-and-set on the revision: never overwrite)."""
+        if not state.changed():
+            return
+        written = FlowInstance.objects.filter(pk=state.id, revision=state.revision).update(
+            state=state.raw, revision=F("revision") + 1
+        )
+        if not written:
+            raise StaleState
+        state.saved()
+
+    def finish(self, request: HttpRequest, state: FlowState) -> None:
+        """Delete the instance, only if it is still the revision this request read: of
+        two concurrent last steps, exactly one finishes the flow."""
+        deleted, _ = FlowInstance.objects.filter(pk=state.id, revision=state.revision).delete()
+        self._point(request, None)
+        if not deleted:
+            raise StaleState
 
     def discard(self, request: HttpRequest) -> None:
-        flows = request.session.get(keys.FLOWS, {})
-        if self.name in flows:
-            del flows[self.name]
-            request.session[keys.FLOWS] = flows
+        """Forget this session's instance of the flow (Cancel, restart, a new start)."""
+        pointer = self._pointer(request)
+        if pointer:
+            FlowInstance.objects.filter(pk=pointer, flow=self.name).delete()
+        self._point(request, None)
 
     # -- entry points --
     def start(self, request: HttpRequest, **data: Any) -> HttpResponse:
         """Begin a fresh instance (any earlier one is dropped) at the first stage."""
+        self.discard(request)
+        now = timezone.now()
+        # Rows of abandoned attempts go once their flow has expired (indexed, cheap).
+        FlowInstance.objects.filter(expires_at__lt=now).delete()
         state = FlowState.new(self.name, settings.CAREGATE_FLOW_TIMEOUT_SECONDS, data)
         state.raw["reached"] = self._next_index(state, 0)
-        self.save(request, state)
+        FlowInstance.objects.create(
+            id=state.id,
+            flow=self.name,
+            state=state.raw,
+            expires_at=datetime.fromtimestamp(state.raw["expires_at"], tz=UTC),
+        )
+        self._point(request, state.id)
         return redirect(self.url(self.stages[state.reached].key))
 
     def restart(self, request: HttpRequest, message: str) -> HttpResponse:
@@ -212,7 +289,18 @@ class Flow:
             return redirect(self.url(self.stages[state.reached].key))
         stage = self.stages[index]
         result = stage.handle(request, state)
-        return self._apply(request, state, index, result)
+        try:
+            return self._apply(request, state, index, result)
+        except StaleState:
+            return self._out_of_date(request)
+
+    def _out_of_date(self, request: HttpRequest) -> HttpResponse:
+        """Another request changed the flow meanwhile: show the page as it now stands."""
+        current = self.load(request)
+        if current is None or current.expired():
+            return self.restart(request, "Please start again from the login page.")
+        messages.warning(request, OUT_OF_DATE)
+        return redirect(self.url(self.stages[current.reached].key))
 
     def _next_index(self, state: FlowState, start: int) -> int:
         """The first stage from ``start`` on that this instance goes through."""
@@ -236,8 +324,8 @@ class Flow:
             following = self._next_index(state, index + 1)
             state.raw["reached"] = following
             if following >= len(self.stages):
-                # Discard first: a finished flow cannot be replayed.
-                self.discard(request)
+                # Finish first: a finished flow cannot be replayed.
+                self.finish(request, state)
                 return self.on_done(request, state)
             self.save(request, state)
             return redirect(self.url(self.stages[following].key))
@@ -250,5 +338,5 @@ class Flow:
             return redirect(self.url(self.stages[state.reached].key))
         if isinstance(result, Restart):
             return self.restart(request, result.message)
-        self.discard(request)
+        self.finish(request, state)
         return redirect(result.url)

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from caregate.verification.codes import CodeStatus, CodeVerifier
-from caregate.verification.models import PhoneCall
+from caregate.verification.models import PhoneCall, VerificationCode
 
 Status = PhoneCall.Status
 MAX_CALL_ATTEMPTS = 3
@@ -48,13 +48,18 @@ class KeyResult:
     ask_again: bool = False
 
 
-def new_call(flow_id: str, purpose: str, to: str) -> PhoneCall:
+def new_call(
+    flow_id: str, purpose: str, to: str, code: VerificationCode, user_id: int | None = None
+) -> PhoneCall:
+    """A call placed with ``code`` (issued for the voice channel to ``to``)."""
     now = timezone.now()
     return PhoneCall.objects.create(
         token=secrets.token_urlsafe(24),
         flow_id=flow_id,
         purpose=purpose,
         to=to,
+        code=code,
+        user_id=user_id,
         mode=settings.CAREGATE_CALL_MODE,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.CAREGATE_CALL_TIMEOUT_SECONDS),
@@ -106,6 +111,14 @@ def verifier_for(call: PhoneCall) -> CodeVerifier:
     return CodeVerifier(call.flow_id, call.purpose, lifetime_seconds=0)
 
 
+def check_call_code(call: PhoneCall, digits: str) -> CodeStatus:
+    """Check keyed digits against the code this call was placed with, and no other."""
+    result = verifier_for(call).check_issued(
+        call.code_id, digits, channel="voice", destination=call.to
+    )
+    return result.status
+
+
 def keyed(token: str, digits: str) -> KeyResult:
     """Handle what the callee keyed; ``digits`` excludes the finishing # in code mode."""
     with transaction.atomic():
@@ -144,11 +157,14 @@ def _approves(call: PhoneCall, digits: str) -> bool:
     # Code mode: a bare # (empty digits) approves nothing.
     if not digits:
         return False
-    return verifier_for(call).check(digits).status is CodeStatus.OK
+    return check_call_code(call, digits) is CodeStatus.OK
 
 
-def consume(call: PhoneCall) -> bool:
-    """Use an approved call for the sign-in, once; return False if it was not approved."""
+def consume(call: PhoneCall, flow_id: str, to: str) -> bool:
+    """Use an approved call for the sign-in, once; return False if it was not approved,
+    or was placed by another flow instance or to another number."""
     return bool(
-        PhoneCall.objects.filter(pk=call.pk, status=Status.APPROVED).update(status=Status.USED)
+        PhoneCall.objects.filter(
+            pk=call.pk, status=Status.APPROVED, flow_id=flow_id, to=to
+        ).update(status=Status.USED)
     )

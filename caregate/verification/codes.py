@@ -1,8 +1,11 @@
 """The one code verifier shared by email, SMS and voice: expiry, attempts, resend, binding.
 
 A code is 6 digits from ``secrets``. Only an HMAC of it is stored, keyed by the secret key
-and bound to the flow instance and purpose that asked for it, so a code from one sign-in
-attempt (or a stolen database row) is worthless anywhere else.
+and bound to the flow instance, purpose, channel and destination that asked for it, so a
+code from one sign-in attempt (or a stolen database row) is worthless anywhere else, and a
+code sent by one channel is never accepted by another: a code read out for a call cannot
+be typed as the SMS code, an SMS code cannot be keyed into a call, and a code sent to a
+number or address that has changed since is refused.
 """
 
 from __future__ import annotations
@@ -89,8 +92,8 @@ class CodeVerifier:
             else cooldown_seconds
         )
 
-    def _hash(self, code: str) -> str:
-        message = f"{self.flow_id}|{self.purpose}|{code}"
+    def _hash(self, code: str, channel: str, destination: str) -> str:
+        message = f"{self.flow_id}|{self.purpose}|{channel}|{destination}|{code}"
         return salted_hmac(_SALT, message, algorithm="sha256").hexdigest()
 
     def _codes(self):  # noqa: ANN202 - a QuerySet of this flow's codes
@@ -114,7 +117,8 @@ class CodeVerifier:
         destination: str,
         within_budget: Callable[[], bool] | None = None,
     ) -> IssuedCode:
-        """Create a new code, voiding any earlier one.
+        """Create a new code for ``channel`` and ``destination``, voiding any earlier code
+        of this flow and purpose on every channel (one live challenge at a time).
 
         Raise ResendCooldown if too soon. ``within_budget`` spends one send of the caller's
         send budget and says whether there was one left (else SendBudgetSpent). It is asked
@@ -137,34 +141,64 @@ class CodeVerifier:
                 purpose=self.purpose,
                 channel=channel,
                 destination=destination,
-                code_hash=self._hash(code),
+                code_hash=self._hash(code, channel, destination),
                 created_at=now,
                 expires_at=now + self.lifetime,
             )
         return IssuedCode(record, code)
 
-    def check(self, code: str) -> CheckResult:
-        """Check a code typed by the user; a correct one is consumed."""
-        now = timezone.now()
+    def check(self, code: str, *, channel: str, destination: str) -> CheckResult:
+        """Check a code typed by the user; a correct one is consumed.
+
+        Only the newest code of this flow and purpose counts, and only if it was sent by
+        ``channel`` to ``destination``: when the newest code went to a call (or to another
+        number or address), no typed code is accepted at all.
+        """
         with transaction.atomic():
             record = self._codes().select_for_update().order_by("-id").first()
+            if record is None or record.channel != channel:
+                return CheckResult(CodeStatus.MISSING)
+            if not constant_time_compare(record.destination, destination):
+                return CheckResult(CodeStatus.MISSING)
+            return self._check_record(record, code)
+
+    def check_issued(
+        self, record_id: int | None, code: str, *, channel: str, destination: str
+    ) -> CheckResult:
+        """Check ``code`` against one issued code only (the one a call was placed with)."""
+        with transaction.atomic():
+            record = (
+                self._codes()
+                .select_for_update()
+                .filter(pk=record_id, channel=channel, destination=destination)
+                .first()
+                if record_id is not None
+                else None
+            )
             if record is None:
                 return CheckResult(CodeStatus.MISSING)
-            if record.used_at is not None:
-                return CheckResult(CodeStatus.USED)
-            if record.voided_at is not None:
-                return CheckResult(CodeStatus.LOCKED)
-            if now >= record.expires_at:
-                return CheckResult(CodeStatus.EXPIRED)
-            if constant_time_compare(self._hash(code), record.code_hash):
-                record.used_at = now
-                record.save(update_fields=["used_at"])
-                return CheckResult(CodeStatus.OK)
-            record.attempts += 1
-            left = self.max_attempts - record.attempts
-            if left <= 0:
-                record.voided_at = now
-            record.save(update_fields=["attempts", "voided_at"])
+            return self._check_record(record, code)
+
+    def _check_record(self, record: VerificationCode, code: str) -> CheckResult:
+        """Attempts, expiry and single use for one locked code row (inside a transaction)."""
+        now = timezone.now()
+        if record.used_at is not None:
+            return CheckResult(CodeStatus.USED)
+        if record.voided_at is not None:
+            return CheckResult(CodeStatus.LOCKED)
+        if now >= record.expires_at:
+            return CheckResult(CodeStatus.EXPIRED)
+        if constant_time_compare(
+            self._hash(code, record.channel, record.destination), record.code_hash
+        ):
+            record.used_at = now
+            record.save(update_fields=["used_at"])
+            return CheckResult(CodeStatus.OK)
+        record.attempts += 1
+        left = self.max_attempts - record.attempts
+        if left <= 0:
+            record.voided_at = now
+        record.save(update_fields=["attempts", "voided_at"])
         if left <= 0:
             return CheckResult(CodeStatus.LOCKED)
         return CheckResult(CodeStatus.WRONG, attempts_left=left)

@@ -47,6 +47,19 @@ class PhoneCall(models.Model):
     flow_id = models.CharField(max_length=64)
     purpose = models.CharField(max_length=100)
     to = models.CharField(max_length=20)
+    # The one code this call was placed with: the digits keyed into this call are checked
+    # against it alone, never against whatever code of the flow happens to be newest.
+    code = models.ForeignKey(
+        VerificationCode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Whose sign-in the call verifies (for the audit events of Twilio's webhooks).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
     mode = models.CharField(max_length=20)  # code | press-pound
     status = models.CharField(max_length=20, choices=Status, default=Status.CALLING)
     provider_sid = models.CharField(max_length=64, blank=True)

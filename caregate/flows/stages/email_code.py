@@ -11,9 +11,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
-from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds, send_code_email
 from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.events import record_step
 from caregate.flows.forms import CodeForm, EmailForm
 from caregate.security.client import client_ip
 from caregate.verification import ratelimit
@@ -130,7 +130,6 @@ class EmailCode:
                 return self._render(state, own, email_form=email_form)
             own["email"] = email_form.cleaned_data["email"]
         email = own.get("email", "")
-        flow = state.raw["flow"]
         user_id = state.data.get("user_id")
         budget = [
             ("code-send:account", str(user_id or "")),
@@ -145,15 +144,15 @@ class EmailCode:
             error = f"Please wait {wait.seconds_left} seconds before asking for a new code."
             return self._render(state, own, error=error)
         except SendBudgetSpent:
-            record("code.send", "throttled", request=request, flow=flow, channel="email")
+            record_step(request, state, "code.send", "throttled", channel="email")
             return self._render(state, own, error=TOO_MANY_SENDS)
         if not send_code_email(email, issued.code, self.lifetime):
             # Never delivered, so it must not block the retry with a cooldown.
             issued.record.delete()
-            record("code.send", "failed", request=request, flow=flow, channel="email")
+            record_step(request, state, "code.send", "failed", channel="email")
             return self._render(state, own, error=SEND_FAILED)
         own["sent"] = True
-        record("code.send", "sent", request=request, flow=flow, channel="email", user_id=user_id)
+        record_step(request, state, "code.send", "sent", channel="email")
         return self._render(state, own, info=self.sent_message)
 
     def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
@@ -164,19 +163,14 @@ class EmailCode:
         form = CodeForm(request.POST)
         if not form.is_valid():
             return self._render(state, own, code_form=form)
-        flow = state.raw["flow"]
         if not ratelimit.hit("code-verify:client", client_ip(request)):
-            record("code.verify", "throttled", request=request, flow=flow, channel="email")
+            record_step(request, state, "code.verify", "throttled", channel="email")
             return self._render(state, own, error=TOO_MANY_CHECKS)
-        result = self.verifier(state).check(form.cleaned_data["code"])
-        record(
-            "code.verify",
-            result.status.value,
-            request=request,
-            flow=flow,
-            channel="email",
-            user_id=state.data.get("user_id"),
+        # Only a code emailed to this address in this flow instance counts.
+        result = self.verifier(state).check(
+            form.cleaned_data["code"], channel="email", destination=own.get("email", "")
         )
+        record_step(request, state, "code.verify", result.status.value, channel="email")
         if result.status is CodeStatus.OK:
             own["verified"] = True
             if self.advance_on_verify:

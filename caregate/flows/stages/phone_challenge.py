@@ -9,9 +9,10 @@ from django import forms
 from django.conf import settings
 from django.http import HttpRequest
 
-from caregate.audit.log import record
+from caregate.accounts.models import User
 from caregate.delivery.phone import SendResult, phone_sender
 from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.events import record_step
 from caregate.flows.forms import CodeForm
 from caregate.flows.stages.email_code import code_error
 from caregate.security.client import client_ip
@@ -33,6 +34,7 @@ TOO_MANY_SENDS = (
     "Too many codes or calls have been requested for this number. Please wait an hour and "
     "try again, or call the help desk."
 )
+NO_SMS_CODE = "No text message code is waiting for this number. Please select Send Code."
 CALL_MESSAGES = {
     Status.CALLING: "Calling your phone now…",
     Status.RINGING: "Your phone is ringing…",
@@ -110,6 +112,16 @@ class PhoneChallenge:
     def phone(self, state: FlowState, own: dict[str, Any]) -> str:
         return own.get("phone", "") if self.enroll else state.data["phone"]
 
+    def number_on_record(self, state: FlowState, own: dict[str, Any]) -> str:
+        """The number a code must have been sent to for it to count, read when it is
+        checked: the one being enrolled, or the account's number as it is now (a code
+        sent to a number that was changed since is refused)."""
+        if self.enroll:
+            return own.get("phone", "")
+        user_id = state.data.get("user_id")
+        current = User.objects.filter(pk=user_id).values_list("phone_number", flat=True)
+        return next(iter(current), "") if user_id else ""
+
     def handle(self, request: HttpRequest, state: FlowState) -> Result:
         own = state.stage(self.key)
         if request.method != "POST":
@@ -158,9 +170,7 @@ class PhoneChallenge:
         except ResendCooldown as wait:
             return None, f"Please wait {wait.seconds_left} seconds before asking again."
         except SendBudgetSpent:
-            record(
-                "phone.send", "throttled", request=request, flow=state.raw["flow"], channel=channel
-            )
+            record_step(request, state, "phone.send", "throttled", channel=channel)
             return None, TOO_MANY_SENDS
         return issued, ""
 
@@ -172,14 +182,7 @@ class PhoneChallenge:
             outcome, detail = ("sent" if channel == "sms" else "placed"), {}
         else:
             outcome, detail = "failed", {"error": result.error}
-        record(
-            "phone.send",
-            outcome,
-            request=request,
-            flow=state.raw["flow"],
-            channel=channel,
-            **detail,
-        )
+        record_step(request, state, "phone.send", outcome, channel=channel, **detail)
 
     def _send_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         issued, error = self._issue(request, state, own, "sms")
@@ -201,12 +204,18 @@ class PhoneChallenge:
         issued, error = self._issue(request, state, own, "voice")
         if issued is None:
             return self._render(state, own, error=error)
-        call = calls.new_call(state.id, self.code_purpose, self.phone(state, own))
+        call = calls.new_call(
+            state.id,
+            self.code_purpose,
+            self.phone(state, own),
+            issued.record,
+            user_id=state.data.get("user_id"),
+        )
         result = phone_sender().place_call(call)
         self._record_send(request, state, "voice", result)
         if not result.ok:
-            issued.record.delete()
             call.delete()
+            issued.record.delete()
             return self._render(state, own, error=CALL_FAILED)
         PhoneCall.objects.filter(pk=call.pk).update(provider_sid=result.provider_id)
         # The number to key in is shown on this page only (code mode); kept in the session.
@@ -219,19 +228,27 @@ class PhoneChallenge:
         if not form.is_valid():
             return self._render(state, own, code_form=form)
         if not ratelimit.hit("code-verify:client", client_ip(request)):
+            record_step(request, state, "code.verify", "throttled", channel="sms")
             return self._render(state, own, error="Too many attempts. Please wait a while.")
-        result = self.verifier(state).check(form.cleaned_data["code"])
-        record("code.verify", result.status.value, request=request, flow=state.raw["flow"])
+        # Only a code sent by SMS to the number on record counts: never the code of a
+        # call, nor one sent to a number that has changed since.
+        result = self.verifier(state).check(
+            form.cleaned_data["code"], channel="sms", destination=self.number_on_record(state, own)
+        )
+        record_step(request, state, "code.verify", result.status.value, channel="sms")
         if result.status is CodeStatus.OK:
             return Advance({"phone_verified": self.phone(state, own)})
+        if result.status is CodeStatus.MISSING:
+            return self._render(state, own, error=NO_SMS_CODE)
         # This page's button reads "send a new code" (the guide's words).
         error = code_error(result).replace("Send new code", "send a new code")
         return self._render(state, own, error=error)
 
     def _check_call(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         call = self.current_call(own)
-        if call is not None and calls.consume(call):
-            record("phone.call", "approved", request=request, flow=state.raw["flow"])
+        number = self.number_on_record(state, own)
+        if call is not None and calls.consume(call, state.id, number):
+            record_step(request, state, "phone.call", "approved", channel="voice")
             own.pop("call_code", None)
             return Advance({"phone_verified": self.phone(state, own)})
         return self._render(state, own)
