@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from contextlib import contextmanager
 from io import StringIO
 
@@ -9,8 +10,19 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import RequestFactory, override_settings
+from django.test.utils import CaptureQueriesContext
 
-from caregate.audit.log import GENESIS, ChainBreak, chain_hash, record, verify_chain
+from caregate.audit import log
+from caregate.audit.log import (
+    GENESIS,
+    ChainBreak,
+    chain_hash,
+    head_mac,
+    make_checkpoint,
+    read_checkpoint,
+    record,
+    verify_chain,
+)
 from caregate.audit.models import AppendOnlyError, AuditEvent, AuditHead
 
 pytestmark = pytest.mark.django_db
@@ -65,6 +77,27 @@ def test_record_writes_a_linked_event(email_user):
     assert stored.flow == "email-login"
     head = AuditHead.objects.get(pk=1)
     assert (head.last_id, head.last_hash, head.count) == (2, second.hash, 2)
+    assert head.mac == head_mac(2, second.hash, 2)
+
+
+def test_head_mac_is_keyed_and_covers_every_field():
+    event = record("test.event", "ok")
+    mac = head_mac(1, event.hash, 1)
+    assert mac != head_mac(0, event.hash, 1)
+    assert mac != head_mac(1, GENESIS, 1)
+    assert mac != head_mac(1, event.hash, 2)
+    with override_settings(SECRET_KEY="a-different-key-" + "y" * 40):
+        assert head_mac(1, event.hash, 1) != mac
+
+
+def test_one_head_update_per_event():
+    record("first", "ok")
+    with CaptureQueriesContext(connection) as queries:
+        record("second", "ok")
+    sql = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    # Lock the head, insert the event, update the head: signing it adds no query.
+    assert [s.split()[0] for s in sql] == ["SELECT", "INSERT", "UPDATE"]
+    assert "audit_audithead" in sql[2]
 
 
 def test_detail_never_keeps_secrets():
@@ -204,6 +237,20 @@ def test_appended_forgery_is_detected():
     assert verify_chain()[1].event_id == 6
 
 
+def test_event_appended_during_verification_is_not_a_break(monkeypatch):
+    """The head is read first: an append committed while the events are read is one more
+    chain-checked event, not a head the walk never reached."""
+    five_events()
+    original = log._events
+
+    def events_with_a_concurrent_append():
+        record("concurrent", "ok")
+        return original()
+
+    monkeypatch.setattr(log, "_events", events_with_a_concurrent_append)
+    assert verify_chain() == (6, None)
+
+
 def test_chain_goes_on_after_verification():
     five_events()
     verify_chain()
@@ -261,3 +308,59 @@ def test_trigger_is_back_after_tampering_helper():
         raw("UPDATE audit_auditevent SET outcome = 'x' WHERE id = 1")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         raw("UPDATE audit_auditevent SET outcome = 'y' WHERE id = 1")
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def checkpoint_command() -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("verify_audit_log", "--checkpoint", stdout=out, stderr=err)
+    return out.getvalue().strip(), err.getvalue()
+
+
+def test_checkpoint_prints_a_signed_head_alone_on_stdout():
+    events = five_events()
+    token, note = checkpoint_command()
+    assert "\n" not in token
+    checkpoint = read_checkpoint(token)
+    assert (checkpoint.last_id, checkpoint.last_hash, checkpoint.count) == (5, events[-1].hash, 5)
+    assert "checkpoint of event #5 (5 events" in note and events[-1].hash in note
+
+
+def test_log_that_grew_after_a_checkpoint_passes_it():
+    five_events()
+    token, _ = checkpoint_command()
+    record("later", "ok")
+    out = StringIO()
+    call_command("verify_audit_log", "--against", token, stdout=out)
+    assert "Audit log intact: 6 events verified; it still holds checkpoint event #5" in (
+        out.getvalue()
+    )
+
+
+def test_checkpoint_of_an_empty_log():
+    token, checkpoint = make_checkpoint()
+    assert (checkpoint.last_id, checkpoint.count) == (0, 0)
+    five_events()
+    out = StringIO()
+    call_command("verify_audit_log", "--against", token, stdout=out)
+    assert "5 events verified" in out.getvalue()
+
+
+def test_checkpoint_and_against_are_exclusive():
+    with pytest.raises(CommandError):
+        call_command("verify_audit_log", "--checkpoint", "--against", "x")
+
+
+def test_migration_signs_an_existing_head():
+    """Installations upgraded from an unsigned head: migration 0003 signs the head row."""
+    from django.apps import apps
+
+    events = five_events()
+    raw("UPDATE audit_audithead SET mac = ''")
+    assert verify_chain()[1] is not None
+    migration = importlib.import_module("caregate.audit.migrations.0003_head_mac")
+    migration.sign_head(apps, None)
+    assert AuditHead.objects.get(pk=1).mac == head_mac(5, events[-1].hash, 5)
+    assert verify_chain() == (5, None)

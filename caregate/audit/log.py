@@ -3,6 +3,12 @@
 Each event's hash is an HMAC-SHA256 (keyed by the secret key, via Django's salted_hmac)
 over its content and the previous event's hash. A changed, inserted or deleted row breaks
 the chain; the key means that someone with only database access cannot re-forge it.
+
+The head row (last id, last hash, count) carries its own HMAC, so deleting the newest events
+and pointing the head at the event left last is caught too. A checkpoint
+(``verify_audit_log --checkpoint``) is a signed copy of the head that the operator keeps
+elsewhere; ``verify_audit_log --against`` checks that the log still holds that event with
+that hash, which catches a cut-back log even when whoever cut it also had the key.
 """
 
 from __future__ import annotations
@@ -10,8 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from django.core import signing
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -22,6 +30,8 @@ from caregate.security.client import client_ip
 
 GENESIS = "0" * 64
 _SALT = "caregate.audit.chain"
+_HEAD_SALT = "caregate.audit.head"  # the formula is frozen in migration audit 0003 too
+_CHECKPOINT_SALT = "caregate.audit.checkpoint"
 # Never written to the log, whatever a caller passes in `detail`: these keys in any letter
 # case, and any key that contains one of the longer words (new_password, reset_token...).
 _FORBIDDEN_DETAIL_KEYS = {"password", "code", "token", "secret"}
@@ -57,10 +67,18 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return salted_hmac(_SALT, prev_hash + _content(event), algorithm="sha256").hexdigest()
 
 
+def head_mac(last_id: int, last_hash: str, count: int) -> str:
+    """Return the HMAC that signs the head row's values."""
+    message = f"{last_id}:{last_hash}:{count}"
+    return salted_hmac(_HEAD_SALT, message, algorithm="sha256").hexdigest()
+
+
 def _head() -> AuditHead:
     head = AuditHead.objects.select_for_update().filter(pk=1).first()
     if head is None:
-        AuditHead.objects.get_or_create(pk=1, defaults={"last_hash": GENESIS})
+        AuditHead.objects.get_or_create(
+            pk=1, defaults={"last_hash": GENESIS, "mac": head_mac(0, GENESIS, 0)}
+        )
         head = AuditHead.objects.select_for_update().get(pk=1)
     return head
 
@@ -96,40 +114,164 @@ def record(
         entry.hash = chain_hash(head.last_hash, entry)
         # force_insert: the id is ours (the chain's sequence), so never an UPDATE.
         AuditEvent.objects.bulk_create([entry])
+        count = head.count + 1
         AuditHead.objects.filter(pk=1).update(
-            last_id=entry.pk, last_hash=entry.hash, count=head.count + 1
+            last_id=entry.pk,
+            last_hash=entry.hash,
+            count=count,
+            mac=head_mac(entry.pk, entry.hash, count),
         )
     return entry
 
 
 @dataclass(frozen=True)
 class ChainBreak:
+    """Where the log is broken: an event id, or None when the head record itself is."""
+
     event_id: int | None
     reason: str
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A verified head: the log then held ``count`` events, the last one ``last_id``."""
+
+    last_id: int
+    last_hash: str
+    count: int
+    created_at: datetime
+
+
+class InvalidCheckpoint(Exception):
+    """The token is not a checkpoint signed with this installation's secret key."""
+
+
+@dataclass(frozen=True)
+class _Walk:
+    checked: int
+    broken: ChainBreak | None
+    head: AuditHead | None
 
 
 def _events() -> Iterator[AuditEvent]:
     return AuditEvent.objects.order_by("id").iterator(chunk_size=2000)
 
 
-def verify_chain() -> tuple[int, ChainBreak | None]:
-    """Check every event; return how many were checked and the first break, if any."""
+def _walk() -> _Walk:
+    # The head is read before the events: an append that commits during the walk then
+    # shows up as one more (chain-checked) event, not as a head the walk never reached.
+    head = AuditHead.objects.filter(pk=1).first()
+    head_id = head.last_id if head is not None else 0
+    hash_at_head = GENESIS
     prev_hash = GENESIS
     expected_id = 1
     checked = 0
     for event in _events():
         if event.pk != expected_id:
-            return checked, ChainBreak(expected_id, f"event #{expected_id} is missing")
+            return _Walk(
+                checked, ChainBreak(expected_id, f"event #{expected_id} is missing"), head
+            )
         if not constant_time_compare(event.prev_hash, prev_hash):
-            return checked, ChainBreak(event.pk, "its link to the previous event is wrong")
+            return _Walk(
+                checked, ChainBreak(event.pk, "its link to the previous event is wrong"), head
+            )
         if not constant_time_compare(event.hash, chain_hash(prev_hash, event)):
-            return checked, ChainBreak(event.pk, "its content does not match its hash")
+            return _Walk(
+                checked, ChainBreak(event.pk, "its content does not match its hash"), head
+            )
+        if event.pk == head_id:
+            hash_at_head = event.hash
         prev_hash = event.hash
         expected_id += 1
         checked += 1
-    head = AuditHead.objects.filter(pk=1).first()
-    if head is not None and (head.last_id != checked or head.last_hash != prev_hash):
-        return checked, ChainBreak(
+    return _Walk(checked, _check_head(head, checked, hash_at_head), head)
+
+
+def _check_head(head: AuditHead | None, checked: int, hash_at_head: str) -> ChainBreak | None:
+    if head is None:
+        # No head yet is an empty log; events without a head mean the row was deleted.
+        return None if checked == 0 else ChainBreak(None, "the head record is missing")
+    expected = head_mac(head.last_id, head.last_hash, head.count)
+    if not constant_time_compare(head.mac, expected):
+        return ChainBreak(
+            None,
+            "the head record was changed without the secret key "
+            f"(events after #{checked} may have been deleted)",
+        )
+    if head.last_id > checked:
+        return ChainBreak(
             checked + 1, f"events after #{checked} are missing (the log held {head.last_id})"
+        )
+    if head.count != head.last_id or not constant_time_compare(hash_at_head, head.last_hash):
+        return ChainBreak(head.last_id, "it does not match the head record")
+    return None
+
+
+def verify_chain() -> tuple[int, ChainBreak | None]:
+    """Check every event and the head; return how many were checked and the first break."""
+    walk = _walk()
+    return walk.checked, walk.broken
+
+
+def make_checkpoint() -> tuple[str, Checkpoint]:
+    """Verify the log and return a signed checkpoint of its head (token, decoded values).
+
+    Raises ValueError naming the break when the log is not intact: a checkpoint of a
+    broken log would vouch for the tampering.
+    """
+    walk = _walk()
+    if walk.broken is not None:
+        raise ValueError(f"event #{walk.broken.event_id}: {walk.broken.reason}")
+    head = walk.head
+    checkpoint = Checkpoint(
+        last_id=head.last_id if head else 0,
+        last_hash=head.last_hash if head else GENESIS,
+        count=head.count if head else 0,
+        created_at=timezone.now(),
+    )
+    payload = {
+        "id": checkpoint.last_id,
+        "hash": checkpoint.last_hash,
+        "count": checkpoint.count,
+        "at": checkpoint.created_at.isoformat(),
+    }
+    return signing.dumps(payload, salt=_CHECKPOINT_SALT), checkpoint
+
+
+def read_checkpoint(token: str) -> Checkpoint:
+    """Decode a checkpoint token; raise InvalidCheckpoint unless our key signed it."""
+    try:
+        payload = signing.loads(token.strip(), salt=_CHECKPOINT_SALT)
+        return Checkpoint(
+            last_id=int(payload["id"]),
+            last_hash=str(payload["hash"]),
+            count=int(payload["count"]),
+            created_at=datetime.fromisoformat(payload["at"]),
+        )
+    except (signing.BadSignature, KeyError, TypeError, ValueError) as exc:
+        raise InvalidCheckpoint("not a checkpoint signed with this installation's key") from exc
+
+
+def verify_against(checkpoint: Checkpoint) -> tuple[int, ChainBreak | None]:
+    """Verify the log, then that it still holds the checkpoint's event, unchanged.
+
+    The chain makes an event's hash depend on every event before it, so the same hash at
+    the same id means the log up to the checkpoint is the one the operator saw.
+    """
+    checked, broken = verify_chain()
+    if broken is not None or checkpoint.last_id == 0:
+        return checked, broken
+    at = f"{checkpoint.created_at:%Y-%m-%d %H:%M:%S %Z}".strip()
+    event = AuditEvent.objects.filter(pk=checkpoint.last_id).first()
+    if event is None or checked < checkpoint.count:
+        return checked, ChainBreak(
+            checkpoint.last_id,
+            f"the log ends at #{checked}, before the checkpoint of {at} "
+            f"({checkpoint.count} events): it was cut back",
+        )
+    if not constant_time_compare(event.hash, checkpoint.last_hash):
+        return checked, ChainBreak(
+            checkpoint.last_id,
+            f"its hash differs from the checkpoint of {at}: the log up to it was rewritten",
         )
     return checked, None

@@ -48,12 +48,15 @@ class AuditEvent(models.Model):
 class AuditHead(models.Model):
     """The single row that holds the chain's tip; locking it serializes appends.
 
-    It also lets the verifier notice events deleted from the end of the chain.
+    It also lets the verifier notice events deleted from the end of the chain: ``mac`` is an
+    HMAC (keyed by the secret key) over last id, last hash and count, so someone with only
+    database access cannot move the head back to an earlier event after deleting the tail.
     """
 
     last_id = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64)
     count = models.BigIntegerField(default=0)
+    mac = models.CharField(max_length=64, default="")
 
     def __str__(self) -> str:
         return f"audit head #{self.last_id}"
