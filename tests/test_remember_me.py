@@ -1,12 +1,15 @@
 """Section 5 – Remember Me: four hours (absolute) without credentials or MFA on this
-browser, for the same login button only; unchecking turns it off; any change to the
-account's security state voids it.
+browser, for the same login button only; unchecking turns it off; Sign out turns it off;
+any change to the account's security state voids it. The automatic logoff (idle, absolute)
+keeps it: that is what it is for. A session created from the token ends with the token.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
+import time
 from contextlib import contextmanager
 from unittest import mock
 
@@ -29,6 +32,7 @@ from tests.phone_steps import (
     is_signed_in,
     phone_login,
     start,
+    text,
 )
 
 pytestmark = pytest.mark.django_db
@@ -44,9 +48,14 @@ def phone_user(make_user):
 
 @contextmanager
 def clock_moved(seconds: float):
-    """Move Django's clock (remember.py reads timezone.now())."""
+    """Move the server's clocks: remember.py reads timezone.now(), the session lifetimes
+    (middleware) read time.time()."""
     moment = timezone.now() + dt.timedelta(seconds=seconds)
-    with mock.patch("django.utils.timezone.now", return_value=moment):
+    epoch = time.time() + seconds
+    with (
+        mock.patch("django.utils.timezone.now", return_value=moment),
+        mock.patch("time.time", return_value=epoch),
+    ):
         yield moment
 
 
@@ -56,15 +65,41 @@ def sign_out(client: Client) -> None:
     assert not is_signed_in(client)
 
 
+def idle_logoff(client: Client) -> None:
+    """The session ends by time (the 30-minute idle logoff), not by the user."""
+    session = client.session
+    session[keys.LAST_SEEN] = int(time.time()) - django_settings.CAREGATE_IDLE_TIMEOUT_SECONDS
+    session.save()
+    response = client.get("/home/")
+    assert response.status_code == 302 and response.url == "/"
+    assert not is_signed_in(client)
+
+
 def remembered(client: Client, user, *, method: str = "phone") -> Client:
-    """Sign in fully with Remember Me checked, then sign out (the token stays)."""
+    """Sign in fully with Remember Me checked; the session then ends by the idle logoff
+    (the user left the PC without signing out): the token stays."""
     login = phone_login if method == "phone" else email_login
     response = login(client, user, remember=True)
     assert response.status_code == 302 and response.url == "/home/"
     assert is_signed_in(client)
     assert COOKIE in response.cookies
-    sign_out(client)
+    idle_logoff(client)
     return client
+
+
+def set_last_seen(client: Client) -> None:
+    """Activity just now (by the current, possibly moved, clock)."""
+    session = client.session
+    session[keys.LAST_SEEN] = int(time.time())
+    session.save()
+
+
+def box_checked(client: Client) -> bool:
+    """Whether the login page shows Remember Me checked."""
+    page = client.get("/").content.decode()
+    box = re.search(r'<input type="checkbox" name="remember_me"[^>]*>', page)
+    assert box, page
+    return " checked" in box.group(0)
 
 
 def skips(client: Client, method: str = "phone") -> bool:
@@ -107,8 +142,8 @@ def test_checked_login_signs_in_fully_then_the_same_button_skips_everything(
     signin = AuditEvent.objects.filter(event="signin").order_by("-id").first()
     assert signin.user_id_snapshot == user.pk
     assert signin.detail["method"] == f"remembered-{method}"
-    # And again, as long as the four hours last.
-    sign_out(client)
+    # And again after the next idle logoff, as long as the four hours last.
+    idle_logoff(client)
     assert skips(client, method)
     assert uses() == ["success", "success"]
 
@@ -239,6 +274,71 @@ def test_unchecked_turns_it_off(client, phone_user, button):
     assert not skips(kept)
 
 
+# --- Sign out turns it off; the automatic logoff does not --------------------------------
+
+
+def expect_turned_off(client: Client, response) -> None:
+    deleted = response.cookies[COOKIE]
+    assert deleted.value == "" and deleted["max-age"] == 0, "the cookie is deleted"
+    assert not RememberedBrowser.objects.exists(), "the token is void on the server"
+    assert not box_checked(client)
+    assert not skips(client), "the same button asks for the password"
+
+
+@pytest.mark.parametrize("method", ["phone", "email"])
+def test_sign_out_of_a_remembered_session_turns_it_off(client, make_user, method):
+    user = make_user(mfa=method, phone=PHONE if method == "phone" else "")
+    remembered(client, user, method=method)
+    assert skips(client, method)
+    response = client.post("/logout/")
+    assert response.status_code == 302 and response.url == "/"
+    assert not is_signed_in(client)
+    expect_turned_off(client, response)
+
+
+def test_sign_out_right_after_the_full_sign_in_turns_it_off(client, phone_user):
+    phone_login(client, phone_user, remember=True)
+    assert RememberedBrowser.objects.count() == 1
+    response = client.post("/logout/")
+    expect_turned_off(client, response)
+    assert AuditEvent.objects.filter(event="signout", outcome="success").count() == 1
+
+
+def test_sign_out_without_remember_me_sets_no_cookie(client, phone_user):
+    phone_login(client, phone_user, remember=False)
+    response = client.post("/logout/")
+    assert COOKIE not in response.cookies
+
+
+def test_the_idle_logoff_keeps_it(client, phone_user):
+    remembered(client, phone_user)  # ended by the idle logoff
+    assert AuditEvent.objects.filter(event="session.timeout", outcome="idle").count() == 1
+    assert box_checked(client)
+    assert skips(client)
+
+
+def test_the_absolute_logoff_keeps_it(client, phone_user, settings):
+    settings.CAREGATE_SESSION_MAX_SECONDS = HOUR
+    phone_login(client, phone_user, remember=True)
+    with clock_moved(HOUR + 1):
+        set_last_seen(client)  # active until the end: not idle
+        response = client.get("/home/")
+        assert response.status_code == 302 and not is_signed_in(client)
+        assert AuditEvent.objects.filter(event="session.timeout", outcome="absolute").exists()
+        assert box_checked(client)
+        assert skips(client)
+
+
+# --- the login page's box shows a token the server honours ------------------------------------
+
+
+def test_box_checked_for_a_remembered_browser(client, phone_user):
+    remembered(client, phone_user)
+    response = client.get("/")
+    assert COOKIE not in response.cookies, "a valid cookie is left alone"
+    assert box_checked(client)
+
+
 # --- four hours, absolute ---------------------------------------------------------------------
 
 
@@ -269,7 +369,7 @@ def test_absolute_not_sliding(client, phone_user):
     remembered(client, phone_user)
     with clock_moved(3 * HOUR):
         assert skips(client)
-        sign_out(client)
+        idle_logoff(client)
     with clock_moved(4 * HOUR + 60):
         assert not skips(client)
     assert uses() == ["success", "expired"]
@@ -280,7 +380,7 @@ def test_lifetime_follows_the_setting(client, phone_user, settings):
     remembered(client, phone_user)
     with clock_moved(2 * HOUR - 60):
         assert skips(client)
-        sign_out(client)
+        idle_logoff(client)
     with clock_moved(2 * HOUR + 1):
         assert not skips(client)
 
@@ -291,7 +391,7 @@ def test_after_expiry_a_new_full_sign_in_starts_a_new_four_hours(client, phone_u
         remembered(client, phone_user)  # asked for everything, Remember Me checked again
     with clock_moved(8 * HOUR):
         assert skips(client)
-        sign_out(client)
+        idle_logoff(client)
     with clock_moved(8 * HOUR + 120):
         assert not skips(client)
 
@@ -361,3 +461,90 @@ def test_a_disabled_account_is_not_signed_in_by_its_token(client, phone_user):
     assert response.url == PHONE_CREDENTIALS
     assert not is_signed_in(client)
     assert client.get("/home/").status_code == 302
+
+
+# --- a stale cookie: the box is not checked, and the cookie is cleared ---------------------
+
+
+def token_expired(user: User) -> None:
+    RememberedBrowser.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+
+def row_deleted(user: User) -> None:
+    RememberedBrowser.objects.all().delete()
+
+
+@pytest.mark.parametrize(
+    "spoil", [token_expired, row_deleted, change_password, reset_mfa, disable]
+)
+def test_a_cookie_the_server_no_longer_honours_leaves_the_box_unchecked(client, phone_user, spoil):
+    remembered(client, phone_user)
+    spoil(User.objects.get(pk=phone_user.pk))
+    response = client.get("/")
+    assert not box_checked(client)
+    deleted = response.cookies[COOKIE]
+    assert deleted.value == "" and deleted["max-age"] == 0
+    assert not RememberedBrowser.objects.exists()
+    assert COOKIE not in client.cookies or client.cookies[COOKIE].value == ""
+
+
+def test_no_cookie_no_box_and_no_set_cookie(client):
+    response = client.get("/")
+    assert COOKIE not in response.cookies
+    assert not box_checked(client)
+
+
+# --- a session created from the token ends with the token ----------------------------------
+
+
+def test_the_remembered_session_is_bound_to_its_token(client, phone_user):
+    remembered(client, phone_user)
+    assert skips(client)
+    entry = RememberedBrowser.objects.get()
+    session = client.session
+    assert session[keys.REMEMBERED_BY] == entry.token_hash
+    assert session[keys.REMEMBER_UNTIL] == int(entry.expires_at.timestamp())
+
+
+def test_a_remembered_session_ends_at_the_tokens_four_hours(client, phone_user):
+    remembered(client, phone_user)
+    with clock_moved(3 * HOUR):
+        assert skips(client)
+    # Active every 20 minutes: never idle, far inside the 12-hour lifetime.
+    for minutes in range(3 * 60 + 20, 4 * 60, 20):
+        with clock_moved(minutes * 60):
+            set_last_seen(client)
+            assert client.get("/home/").status_code == 200
+    with clock_moved(4 * HOUR + 1):
+        set_last_seen(client)
+        response = client.get("/home/", follow=True)
+        assert not is_signed_in(client)
+        assert "Your session has ended. Please sign in again." in text(response)
+        event = AuditEvent.objects.filter(event="session.timeout").latest("id")
+        assert event.outcome == "remember-expired" and event.user_id_snapshot == phone_user.pk
+        # And the expired token asks for everything.
+        assert not box_checked(client)
+        assert not skips(client)
+
+
+def test_the_full_sign_in_that_set_the_token_keeps_the_normal_lifetime(client, phone_user):
+    phone_login(client, phone_user, remember=True)
+    assert keys.REMEMBER_UNTIL not in client.session
+    for hours in (1, 3, 5, 8, 11):
+        with clock_moved(hours * HOUR):
+            set_last_seen(client)
+            assert client.get("/home/").status_code == 200, f"signed out after {hours} h"
+    with clock_moved(12 * HOUR + 1):
+        set_last_seen(client)
+        assert client.get("/home/").status_code == 302
+    assert AuditEvent.objects.get(event="session.timeout").outcome == "absolute"
+
+
+def test_a_remembered_session_ends_when_its_token_is_voided(client, phone_user):
+    remembered(client, phone_user)
+    assert skips(client)
+    reset_mfa(User.objects.get(pk=phone_user.pk))  # does not end sessions by itself
+    response = client.get("/home/")
+    assert response.status_code == 302 and not is_signed_in(client)
+    event = AuditEvent.objects.filter(event="session.timeout").latest("id")
+    assert event.outcome == "remember-ended"

@@ -4,3 +4,7 @@ FLOWS = "caregate.flows"  # {flow name: flow state (JSON)}
 AUTH_TIME = "caregate.auth_time"  # epoch seconds of the sign-in
 LAST_SEEN = "caregate.last_seen"  # epoch seconds of the last request (idle timeout)
 SIGNIN_METHOD = "caregate.signin_method"  # email | phone | remembered
+# Remember Me (Section 5), SHA-256 of the token, never the token itself:
+REMEMBERED_BY = "caregate.remembered_by"  # the token this session was created from
+REMEMBER_UNTIL = "caregate.remember_until"  # epoch seconds: that token's expiry ends the session
+REMEMBER_SET = "caregate.remember_set"  # the token set by this session's full sign-in

@@ -14,6 +14,7 @@ from caregate.flows import keys
 from caregate.flows.engine import Render, Result
 from caregate.flows.stages.credentials import UserCheck
 from caregate.verification import remember
+from caregate.verification.models import RememberedBrowser
 
 BACKEND = "caregate.accounts.backends.EmailOrUsernameBackend"
 
@@ -25,20 +26,30 @@ def sign_in(
     method: str,
     flow: str,
     remember_as: str = "",
+    remembered: RememberedBrowser | None = None,
 ) -> HttpResponse:
     """Log the user in (Django's login() rotates the session key) and go to the home page.
 
-    ``remember_as`` ("phone" or "email"): Remember Me was checked for that button.
+    ``remember_as`` ("phone" or "email"): Remember Me was checked for that button; the
+    session is the full sign-in's (the normal lifetime), and Sign out voids the token.
+    ``remembered``: the token this sign-in skipped the prompts with; the session ends when
+    that token does (its four hours, Sign out, an account change), not 12 hours later.
     """
     login(request, user, backend=BACKEND)
     now = int(time.time())
     request.session[keys.AUTH_TIME] = now
     request.session[keys.LAST_SEEN] = now
     request.session[keys.SIGNIN_METHOD] = method
+    if remembered is not None:
+        remember.bind_session(request, remembered)
+    else:  # a full sign-in: the session no longer hangs on an earlier token
+        request.session.pop(keys.REMEMBERED_BY, None)
+        request.session.pop(keys.REMEMBER_UNTIL, None)
     record("signin", "success", request=request, user=user, flow=flow, method=method)
     response = redirect("portal:home")
     if remember_as:
-        remember.remember(request, response, user, remember_as)
+        entry = remember.remember(request, response, user, remember_as)
+        remember.note_token(request, entry)
         record("remember.set", "success", request=request, user=user, method=remember_as)
     return response
 

@@ -28,18 +28,24 @@ def login_page(request: HttpRequest) -> HttpResponse:
     """LOGIN OPTIONS: the staff column (when SSO is configured) and Customer/Provider."""
     if request.user.is_authenticated:
         return redirect("portal:home")
-    return render(
+    # Section 5: a remembered browser shows the box checked ("To turn off this feature,
+    # uncheck the Remember Me box"); clicking the same button then skips the prompts,
+    # while leaving it unchecked would turn the feature off. Only a token the server still
+    # honours counts: a leftover cookie (signed out, expired, voided) would otherwise
+    # pre-check the box for the next person at a shared PC.
+    remembered = remember.is_remembered(request)
+    response = render(
         request,
         "portal/login.html",
         {
             "staff_sso": bool(settings.CAREGATE_OIDC_ISSUER),
             "form": LoginOptionsForm(),
-            # Section 5: a remembered browser shows the box checked ("To turn off this
-            # feature, uncheck the Remember Me box"); clicking the same button then skips
-            # the prompts, while leaving it unchecked would turn the feature off.
-            "remember_me_checked": bool(request.COOKIES.get(settings.CAREGATE_REMEMBER_COOKIE)),
+            "remember_me_checked": remembered,
         },
     )
+    if not remembered:
+        remember.clear_stale_cookie(request, response)
+    return response
 
 
 LOGIN_FLOWS = {"phone": PHONE_LOGIN, "email": EMAIL_LOGIN}
@@ -59,23 +65,32 @@ def start_login(request: HttpRequest) -> HttpResponse:
         response = flow.start(request, remember_me=False)
         remember.forget(request, response)
         return response
-    user, reason = remember.recall(request, method)
-    if user is None:
+    entry, reason = remember.recall(request, method)
+    if entry is None:
         if reason != "no-cookie":
             record("remember.use", reason, request=request, method=method)
         return flow.start(request, remember_me=True)
+    user = entry.user
     record("remember.use", "success", request=request, user=user, method=method)
-    return sign_in(request, user, method=f"remembered-{method}", flow=flow.name)
+    return sign_in(request, user, method=f"remembered-{method}", flow=flow.name, remembered=entry)
 
 
 @require_POST
 def sign_out(request: HttpRequest) -> HttpResponse:
-    """Sign out: the server-side session is deleted, not just the cookie."""
+    """Sign out: the server-side session is deleted, not just the cookie.
+
+    Sign out also ends Remember Me on this browser (the token on the server and the
+    cookie): the user chose to leave, and the next person at a shared front-desk PC must be
+    asked for the password. Only the automatic logoff (idle, absolute) keeps the token, so
+    the same button brings the user back within the four hours.
+    """
     if request.user.is_authenticated:
         record("signout", "success", request=request, user=request.user)
+    response = redirect("portal:login")
+    remember.forget(request, response)  # reads the session: before logout() flushes it
     logout(request)
     messages.info(request, "You have signed out.")
-    return redirect("portal:login")
+    return response
 
 
 @portal_page

@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 
 from caregate.audit.log import record
 from caregate.flows import keys
+from caregate.verification import remember
 
 # Write the last-seen time at most this often: a session write on every request would
 # cost the 8 a.m. rush a database/Redis write per page, for no real gain in precision.
@@ -56,6 +57,14 @@ class SessionLifetimeMiddleware:
             return "unknown"
         if now - auth_time >= settings.CAREGATE_SESSION_MAX_SECONDS:
             return "absolute"
+        if keys.REMEMBER_UNTIL in session:
+            # Created from a Remember Me token: it may not outlive the token's four hours,
+            # nor the token itself (deleted at Sign out from any browser that held it, or
+            # voided by an account change). One indexed read per request, for these only.
+            if now >= session[keys.REMEMBER_UNTIL]:
+                return "remember-expired"
+            if not remember.session_token_valid(request):
+                return "remember-ended"
         if now - last_seen >= settings.CAREGATE_IDLE_TIMEOUT_SECONDS:
             return "idle"
         if now - last_seen >= min(_TOUCH_EVERY, settings.CAREGATE_IDLE_TIMEOUT_SECONDS / 4):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from caregate.accounts.models import User
+from caregate.flows import keys
 from caregate.verification.models import RememberedBrowser
 
 
@@ -44,14 +45,16 @@ def _token(request: HttpRequest) -> str:
     return request.COOKIES.get(settings.CAREGATE_REMEMBER_COOKIE, "")[:100]
 
 
-def remember(request: HttpRequest, response: HttpResponse, user: User, method: str) -> None:
+def remember(
+    request: HttpRequest, response: HttpResponse, user: User, method: str
+) -> RememberedBrowser:
     """Remember this browser for ``method`` (phone or email), replacing any earlier token."""
     old = _token(request)
     if old:
         RememberedBrowser.objects.filter(token_hash=_hash(old)).delete()
     token = secrets.token_urlsafe(32)
     now = timezone.now()
-    RememberedBrowser.objects.create(
+    entry = RememberedBrowser.objects.create(
         user=user,
         method=method,
         token_hash=_hash(token),
@@ -67,20 +70,17 @@ def remember(request: HttpRequest, response: HttpResponse, user: User, method: s
         httponly=True,
         samesite="Lax",
     )
+    return entry
 
 
-def recall(request: HttpRequest, method: str) -> tuple[User | None, str]:
-    """Return (user, "") for a valid remembered browser of ``method``, else (None, reason)."""
-    token = _token(request)
-    if not token:
-        return None, "no-cookie"
-    entry = (
-        RememberedBrowser.objects.select_related("user").filter(token_hash=_hash(token)).first()
-    )
+def _valid(entry: RememberedBrowser | None) -> tuple[RememberedBrowser | None, str]:
+    """(entry, "") while ``entry`` may still sign its user in, else (None, reason).
+
+    A token past its four hours or whose account changed is deleted on sight, so it can
+    never come back (re-enabling an account does not revive it).
+    """
     if entry is None:
         return None, "unknown"
-    if entry.method != method:
-        return None, "other-method"
     if timezone.now() >= entry.expires_at:
         entry.delete()
         return None, "expired"
@@ -88,12 +88,67 @@ def recall(request: HttpRequest, method: str) -> tuple[User | None, str]:
     if not user.is_active or not constant_time_compare(entry.fingerprint, fingerprint(user)):
         entry.delete()
         return None, "security-state-changed"
-    return user, ""
+    return entry, ""
+
+
+def _lookup(token_hash: str) -> RememberedBrowser | None:
+    return RememberedBrowser.objects.select_related("user").filter(token_hash=token_hash).first()
+
+
+def recall(request: HttpRequest, method: str) -> tuple[RememberedBrowser | None, str]:
+    """Return (entry, "") for a valid remembered browser of ``method``, else (None, reason)."""
+    token = _token(request)
+    if not token:
+        return None, "no-cookie"
+    entry = _lookup(_hash(token))
+    if entry is not None and entry.method != method:
+        return None, "other-method"
+    return _valid(entry)
+
+
+def is_remembered(request: HttpRequest) -> bool:
+    """Whether this browser holds a token the server would honour (for either button)."""
+    token = _token(request)
+    return bool(token) and _valid(_lookup(_hash(token)))[0] is not None
+
+
+def clear_stale_cookie(request: HttpRequest, response: HttpResponse) -> None:
+    """Drop a cookie whose token the server no longer honours (expired, voided, unknown)."""
+    if request.COOKIES.get(settings.CAREGATE_REMEMBER_COOKIE) is not None:
+        response.delete_cookie(settings.CAREGATE_REMEMBER_COOKIE, samesite="Lax")
+
+
+def bind_session(request: HttpRequest, entry: RememberedBrowser) -> None:
+    """Tie the session to the token it was created from: it ends when the token ends."""
+    request.session[keys.REMEMBERED_BY] = entry.token_hash
+    request.session[keys.REMEMBER_UNTIL] = int(entry.expires_at.timestamp())
+
+
+def note_token(request: HttpRequest, entry: RememberedBrowser) -> None:
+    """Record the token set at a full sign-in, so Sign out can void it without the cookie."""
+    request.session[keys.REMEMBER_SET] = entry.token_hash
+
+
+def session_token_valid(request: HttpRequest) -> bool:
+    """For a session created from a token: the token still exists, is current and is the
+    signed-in user's (deleted at Sign out, voided by an account change, or expired)."""
+    entry, _ = _valid(_lookup(request.session.get(keys.REMEMBERED_BY, "")))
+    return entry is not None and entry.user_id == request.user.pk
 
 
 def forget(request: HttpRequest, response: HttpResponse) -> None:
-    """Turn the feature off for this browser (Remember Me unchecked)."""
+    """Turn the feature off for this browser (Remember Me unchecked, or Sign out).
+
+    Deletes the token the cookie names and any token this session was created from or set
+    (a cookie removed meanwhile must not leave a live token behind), then the cookie.
+    """
+    hashes = {request.session.get(keys.REMEMBERED_BY), request.session.get(keys.REMEMBER_SET)}
     token = _token(request)
     if token:
-        RememberedBrowser.objects.filter(token_hash=_hash(token)).delete()
+        hashes.add(_hash(token))
+    hashes.discard(None)
+    hashes.discard("")
+    if hashes:
+        RememberedBrowser.objects.filter(token_hash__in=hashes).delete()
+    if request.COOKIES.get(settings.CAREGATE_REMEMBER_COOKIE) is not None:
         response.delete_cookie(settings.CAREGATE_REMEMBER_COOKIE, samesite="Lax")
