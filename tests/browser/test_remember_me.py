@@ -4,7 +4,9 @@
 the browser's cookies: here the tab is closed and a new one opened in the same context.
 The second sign-on then skips the credentials and MFA only with the same button, with the
 box still checked, within four hours of the sign-in that set it, and while the password
-is unchanged. Four hours pass by moving the server's clocks (it reads ``time.time`` and
+is unchanged. The session before it ended by time (the idle logoff, the user having left
+the PC): Sign out instead ends Remember Me, and the same button then asks for the
+password. Four hours pass by moving the server's clocks (it reads ``time.time`` and
 ``django.utils.timezone.now``, and the live server runs in this process)."""
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BUTTON = {"phone": "LOGIN WITH PHONE", "email": "LOGIN WITH EMAIL"}
 CREDENTIALS_URL = re.compile(r"^https?://[^/]+/(phone|email)-login/credentials/$")
 NEW_PASSWORD = "Another-Long-Passphrase-77"
+ENDED = "Your session has ended. Please sign in again."
 
 
 class Clock:
@@ -115,6 +118,14 @@ def sign_out(page: Page) -> None:
     expect(page.get_by_text("You have signed out.")).to_be_visible()
 
 
+def left_idle(page: Page, clock: Clock) -> Page:
+    """The user walks away without signing out; back after lunch, the idle logoff."""
+    clock.advance(minutes=45)
+    page = reopen(page)
+    expect(page.get_by_text("without activity")).to_be_visible()
+    return page
+
+
 def reopen(page: Page) -> Page:
     """Close the tab and open the portal again in the same browser (cookies kept)."""
     context = page.context
@@ -141,7 +152,7 @@ def expect_prompted(page: Page) -> None:
 
 @pytest.mark.parametrize("method", ["phone", "email"])
 def test_same_button_signs_on_again_without_prompts(
-    page: Page, user_for, method: str, axe_check
+    page: Page, user_for, method: str, axe_check, clock: Clock
 ) -> None:
     user = user_for(method)
     sign_in_remembered(page, user, method)
@@ -153,8 +164,7 @@ def test_same_button_signs_on_again_without_prompts(
     assert cookie["expires"] == -1
     assert cookie["httpOnly"] is True
     assert RememberedBrowser.objects.filter(user=user, method=method).count() == 1
-    sign_out(page)
-    page = reopen(page)
+    page = left_idle(page, clock)
     # The box shows that this browser is remembered; the user only clicks the button.
     expect(remember_box(page)).to_be_checked()
     axe_check(page)
@@ -187,11 +197,10 @@ def test_remembered_after_the_browser_was_left_open_and_signed_out_for_idleness(
 # --- prompts ---------------------------------------------------------------------------
 
 
-def test_the_other_button_prompts(page: Page, user_for, axe_check) -> None:
+def test_the_other_button_prompts(page: Page, user_for, axe_check, clock: Clock) -> None:
     user = user_for("phone")
     sign_in_remembered(page, user, "phone")
-    sign_out(page)
-    page = reopen(page)
+    page = left_idle(page, clock)
     sent = sends()
     press(page, "email", remember=True)
     expect_prompted(page)
@@ -204,11 +213,12 @@ def test_the_other_button_prompts(page: Page, user_for, axe_check) -> None:
     expect(page).to_have_url(HOME_URL)
 
 
-def test_unchecked_box_prompts_and_turns_the_feature_off(page: Page, user_for, axe_check) -> None:
+def test_unchecked_box_prompts_and_turns_the_feature_off(
+    page: Page, user_for, axe_check, clock: Clock
+) -> None:
     user = user_for("email")
     sign_in_remembered(page, user, "email")
-    sign_out(page)
-    page = reopen(page)
+    page = left_idle(page, clock)
     expect(remember_box(page)).to_be_checked()
     press(page, "email", remember=False)
     expect_prompted(page)
@@ -228,17 +238,19 @@ def test_unchecked_box_prompts_and_turns_the_feature_off(page: Page, user_for, a
 def test_after_four_hours_it_prompts(page: Page, user_for, clock: Clock, axe_check) -> None:
     user = user_for("email")
     sign_in_remembered(page, user, "email")
-    sign_out(page)
     # Just inside the four hours (counted from the sign-in that set it): no prompts.
     clock.advance(hours=3, minutes=58)
     page = reopen(page)
+    expect(page.get_by_text("without activity")).to_be_visible()
     press(page, "email", remember=True)
     expect(page).to_have_url(HOME_URL)
-    sign_out(page)
-    # Past them, although this browser was used since: prompts.
+    # Past them, although this browser was used since: that session ends with the token,
+    # the box is no longer checked, and checking it again prompts.
     clock.advance(minutes=3)
-    page = reopen(page)
-    expect(remember_box(page)).to_be_checked()
+    page.reload()
+    expect(page).to_have_url(LOGIN_URL)
+    expect(page.get_by_text(ENDED)).to_be_visible()
+    expect(remember_box(page)).not_to_be_checked()
     press(page, "email", remember=True)
     expect_prompted(page)
     axe_check(page)
@@ -248,14 +260,13 @@ def test_after_four_hours_it_prompts(page: Page, user_for, clock: Clock, axe_che
     assert RememberedBrowser.objects.filter(user=user).count() == 1
 
 
-def test_a_password_change_prompts(page: Page, user_for, axe_check) -> None:
+def test_a_password_change_prompts(page: Page, user_for, axe_check, clock: Clock) -> None:
     user = user_for("phone")
     sign_in_remembered(page, user, "phone")
-    sign_out(page)
-    page = reopen(page)
+    page = left_idle(page, clock)
     press(page, "phone", remember=True)
     expect(page).to_have_url(HOME_URL)
-    sign_out(page)
+    page = left_idle(page, clock)
     # The password is changed (e.g. Forgot or Reset Password, or by the help desk).
     user.refresh_from_db()
     user.set_password(NEW_PASSWORD)
@@ -270,3 +281,85 @@ def test_a_password_change_prompts(page: Page, user_for, axe_check) -> None:
     page.get_by_role("link", name="Cancel").click()
     press(page, "phone", remember=True)
     complete_sign_in(page, user, "phone", NEW_PASSWORD)
+
+
+# --- Sign out ends it -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["phone", "email"])
+def test_sign_out_then_the_same_button_asks_for_the_password(
+    page: Page, user_for, method: str, axe_check
+) -> None:
+    """The shared front-desk PC: after Sign out the next person is not let in."""
+    user = user_for(method)
+    sign_in_remembered(page, user, method)
+    sign_out(page)
+    expect(remember_box(page)).not_to_be_checked()
+    axe_check(page)
+    names = [c["name"] for c in page.context.cookies()]
+    assert settings.CAREGATE_REMEMBER_COOKIE not in names
+    assert not RememberedBrowser.objects.filter(user=user).exists()
+    # The next person ticks the box and clicks the same button: asked for the password.
+    page = reopen(page)
+    expect(remember_box(page)).not_to_be_checked()
+    sent = sends()
+    press(page, method, remember=True)
+    expect_prompted(page)
+    page.goto("/home/")
+    expect(page).to_have_url(LOGIN_URL)
+    assert sends() == sent
+
+
+def test_sign_out_of_a_remembered_session_asks_for_the_password(
+    page: Page, user_for, clock: Clock
+) -> None:
+    """Back in by one click after the idle logoff, then signed out: that ends it too."""
+    user = user_for("email")
+    sign_in_remembered(page, user, "email")
+    page = left_idle(page, clock)
+    expect(remember_box(page)).to_be_checked()
+    page.get_by_role("button", name="LOGIN WITH EMAIL").click()
+    expect(page).to_have_url(HOME_URL)
+    sign_out(page)
+    expect(remember_box(page)).not_to_be_checked()
+    press(page, "email", remember=True)
+    expect_prompted(page)
+
+
+def test_a_copied_cookie_is_refused_after_sign_out(
+    page: Page, user_for, fresh_context, clock: Clock
+) -> None:
+    """A cookie copied off the shared PC is worthless once its user signed out."""
+    user = user_for("email")
+    sign_in_remembered(page, user, "email")
+    cookie = next(
+        c for c in page.context.cookies() if c["name"] == settings.CAREGATE_REMEMBER_COOKIE
+    )
+    sign_out(page)
+    fresh_context.add_cookies([cookie])
+    thief = fresh_context.new_page()
+    thief.goto("/")
+    expect(remember_box(thief)).not_to_be_checked()
+    press(thief, "email", remember=True)
+    expect_prompted(thief)
+
+
+def test_a_remembered_session_ends_at_the_tokens_four_hours(
+    page: Page, user_for, clock: Clock
+) -> None:
+    """Active all along, the session opened by the token ends when the token does."""
+    user = user_for("phone")
+    sign_in_remembered(page, user, "phone")
+    clock.advance(hours=3)
+    page = reopen(page)
+    press(page, "phone", remember=True)
+    expect(page).to_have_url(HOME_URL)
+    for _ in range(2):  # 3:20, 3:40: busy, never idle
+        clock.advance(minutes=20)
+        page.get_by_role("link", name="HOME", exact=True).click()
+        expect(page).to_have_url(HOME_URL)
+    clock.advance(minutes=20, seconds=1)  # 4:00:01 after the sign-in that set the token
+    page.get_by_role("link", name="HOME", exact=True).click()
+    expect(page).to_have_url(LOGIN_URL)
+    expect(page.get_by_text(ENDED)).to_be_visible()
+    expect(remember_box(page)).not_to_be_checked()
