@@ -43,7 +43,8 @@ def make_org(db: None) -> Callable[..., Organization]:
         if npi is None and not without_npi:
             base = f"1{next(_serial):08d}"
             npi = base + npi_check_digit(base)
-        org = Organization(name=name, npi=npi, payer_id=payer_id)
+        org = Organization(name=name, npi=npi)
+        org.set_payer_id(payer_id)  # only its keyed hash is stored
         org.set_registration_code(code)
         org.save()
         return org

@@ -117,8 +117,9 @@ def test_create_organization_refuses_a_duplicate_npi():
 @pytest.mark.django_db
 def test_create_organization_with_payer_id_only():
     create_org(name="No NPI Home Care", payer_id="BCBS-77120")
-    org = Organization.objects.get(payer_id="BCBS-77120")
+    org = Organization.objects.with_payer_id("BCBS-77120").get()
     assert org.npi is None
+    assert org.has_payer_id("BCBS-77120") and not org.has_payer_id("BCBS-77121")
     # Without an NPI the payer ID is also the registration code.
     assert org.check_registration_code("BCBS-77120")
     with pytest.raises(CommandError, match="already exists"):

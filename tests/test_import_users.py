@@ -47,7 +47,7 @@ def row(org: Organization, n: int, **overrides: str) -> dict[str, str]:
         "email": f"imported{n}@clinic.example",
         "first_name": "Ima",
         "last_name": f"Ported{n}",
-        "organization_npi": org.npi or org.payer_id or "",
+        "organization_npi": org.npi or "",
         "is_admin": "false",
         "password": f"Plain-Password-{n}-xyz",
         "password_hash": "",
@@ -80,7 +80,7 @@ def test_valid_file_imports_plain_and_hashed_passwords(tmp_path: Path, org, make
         [
             row(org, 1, is_admin="yes", email="Imported1@Clinic.Example"),
             row(org, 2, password="", password_hash=legacy_hash),
-            row(payer_org, 3, is_admin=""),
+            row(payer_org, 3, is_admin="", organization_npi="BCBS777"),
             row(org, 4, password="", password_hash=make_password("Argon-Already-1")),
         ],
     )
@@ -261,7 +261,8 @@ def test_create_organization_without_npi_uses_the_payer_id_as_code(db) -> None:
     )
     organization = Organization.objects.get(name="Delta Family Practice")
     assert organization.npi is None
-    assert organization.payer_id == "BCBS12345"
+    assert organization.has_payer_id("BCBS12345")
+    assert "BCBS12345" not in str(Organization.objects.values().get(pk=organization.pk))
     assert organization.check_registration_code("BCBS12345")
     assert not organization.check_registration_code("BCBS12346")
     assert "BCBS12345" not in organization.registration_code_hash

@@ -4,10 +4,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.db.models.functions import Lower
+from django.utils.crypto import salted_hmac
+
+_PAYER_ID_SALT = "caregate.accounts.payer_id"  # also in migration accounts 0004
+
+
+def normalize_payer_id(payer_id: str) -> str:
+    """Payer IDs are matched without surrounding spaces and letter case (BCBS4471)."""
+    return payer_id.strip().upper()
+
+
+def payer_id_hash(payer_id: str, secret: str | None = None) -> str:
+    """The keyed hash an organization's payer ID is stored and looked up by.
+
+    For a provider without an NPI the payer ID is also the registration code, and payer IDs
+    are short: a plain hash would be guessed from a stolen table, an HMAC keyed by the
+    secret key is not.
+    """
+    value = normalize_payer_id(payer_id)
+    return salted_hmac(_PAYER_ID_SALT, value, secret=secret, algorithm="sha256").hexdigest()
+
+
+def payer_id_hashes(payer_id: str) -> list[str]:
+    """The hash under the current key and under each SECRET_KEY_FALLBACKS key, so rotating
+    the key does not lose organizations created before it."""
+    keys = [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    return [payer_id_hash(payer_id, secret=key) for key in keys]
+
+
+def describe_identifier(identifier: str) -> str:
+    """Name an NPI-or-payer-ID in a message: an NPI (digits) is public, a payer ID is not."""
+    return f"NPI {identifier}" if identifier.isdigit() else "this payer ID"
+
+
+class OrganizationQuerySet(models.QuerySet["Organization"]):
+    def with_payer_id(self, payer_id: str) -> OrganizationQuerySet:
+        return self.filter(payer_id_hash__in=payer_id_hashes(payer_id))
+
+    def with_npi_or_payer_id(self, identifier: str) -> OrganizationQuerySet:
+        hashes = payer_id_hashes(identifier)
+        return self.filter(models.Q(npi=identifier) | models.Q(payer_id_hash__in=hashes))
 
 
 class Organization(models.Model):
@@ -16,22 +57,31 @@ class Organization(models.Model):
     name = models.CharField(max_length=200)
     npi = models.CharField("NPI", max_length=10, unique=True, null=True, blank=True)
     # The payer-issued provider ID (the state guide's "BCBS ID"); for an organization without
-    # an NPI it is both the identifier and the registration code.
-    payer_id = models.CharField(max_length=40, unique=True, null=True, blank=True)
+    # an NPI it is both the identifier and the registration code, so only its keyed hash
+    # is kept, never the ID.
+    payer_id_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
     # The registration code is a shared secret: only its password hash is kept.
     registration_code_hash = models.CharField(max_length=256)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = OrganizationQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(npi__isnull=False) | models.Q(payer_id__isnull=False),
+                condition=models.Q(npi__isnull=False) | models.Q(payer_id_hash__isnull=False),
                 name="organization_has_npi_or_payer_id",
             )
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def set_payer_id(self, payer_id: str | None) -> None:
+        self.payer_id_hash = payer_id_hash(payer_id) if payer_id else None
+
+    def has_payer_id(self, payer_id: str) -> bool:
+        return self.payer_id_hash is not None and self.payer_id_hash in payer_id_hashes(payer_id)
 
     def set_registration_code(self, code: str) -> None:
         self.registration_code_hash = make_password(code)

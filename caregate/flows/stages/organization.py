@@ -64,11 +64,17 @@ def find_organization(identifier: str, code: str) -> Organization | None:
     """
     organization = Organization.objects.filter(npi=identifier).first()
     if organization is None:
-        organization = Organization.objects.filter(payer_id=identifier).first()
+        organization = Organization.objects.with_payer_id(identifier).first()
     if organization is None:
         Organization().set_registration_code(code)  # equal work for an unknown NPI
         return None
     return organization if organization.check_registration_code(code) else None
+
+
+def identifier_for_audit(identifier: str) -> dict[str, str]:
+    """What the audit log may keep of the typed identifier: an NPI is public (the NPPES
+    registry), a payer ID is the registration code of a provider without an NPI."""
+    return {"npi": identifier} if is_valid_npi(identifier) else {"identifier": "payer-id"}
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,10 @@ class OrganizationStage:
             return Render({"form": form})
         organization = find_organization(identifier, form.cleaned_data["registration_code"])
         if organization is None:
-            record("registration.organization", "failure", request=request, npi=identifier)
+            logged = identifier_for_audit(identifier)
+            record("registration.organization", "failure", request=request, **logged)
             form.add_error(None, NO_MATCH)
             return Render({"form": form})
-        record("registration.organization", "success", request=request, npi=identifier)
+        logged = identifier_for_audit(identifier)
+        record("registration.organization", "success", request=request, **logged)
         return Advance({"organization_id": organization.pk})

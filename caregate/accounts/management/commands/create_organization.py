@@ -37,9 +37,11 @@ class Command(BaseCommand):
             raise CommandError("--registration-code is required with --npi")
         if npi and Organization.objects.filter(npi=npi).exists():
             raise CommandError(f"an organization with NPI {npi} already exists")
-        if payer_id and Organization.objects.filter(payer_id=payer_id).exists():
-            raise CommandError(f"an organization with payer ID {payer_id} already exists")
-        organization = Organization(name=name, npi=npi, payer_id=payer_id)
+        if payer_id and Organization.objects.with_payer_id(payer_id).exists():
+            raise CommandError("an organization with this payer ID already exists")
+        organization = Organization(name=name, npi=npi)
+        # Kept only as a keyed hash: without an NPI the payer ID is the registration code.
+        organization.set_payer_id(payer_id)
         organization.set_registration_code(code)
         organization.save()
         self.stdout.write(f"Created organization {organization.pk}: {name} (NPI {npi or '—'})")

@@ -9,10 +9,9 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
-from django.db.models import Q
 from django.utils import timezone
 
-from caregate.accounts.models import Organization, User
+from caregate.accounts.models import Organization, User, describe_identifier
 
 
 def parse_mfa(value: str) -> tuple[str, str]:
@@ -47,9 +46,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         method, phone = parse_mfa(options["mfa"])
         key = options["organization"].strip()
-        organization = Organization.objects.filter(Q(npi=key) | Q(payer_id=key)).first()
+        organization = Organization.objects.with_npi_or_payer_id(key).first()
         if organization is None:
-            raise CommandError(f"no organization with NPI (or payer ID) {key}")
+            raise CommandError(f"no organization with {describe_identifier(key)}")
         email = options["email"].strip().lower()
         try:
             validate_email(email)

@@ -20,7 +20,12 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q
 
-from caregate.accounts.models import CaregateUserManager, Organization, User
+from caregate.accounts.models import (
+    CaregateUserManager,
+    Organization,
+    User,
+    describe_identifier,
+)
 
 REQUIRED = ["username", "email", "first_name", "last_name", "organization_npi"]
 # The model's column sizes: a longer value is rejected, never silently cut.
@@ -67,12 +72,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {path}: {exc}") from exc
 
     def _validate(self, rows: list[Row]) -> tuple[list[User], list[tuple[int, str]]]:
-        organizations = {
-            key: org
-            for org in Organization.objects.all()
-            for key in (org.npi, org.payer_id)
-            if key
-        }
+        organizations = {org.npi: org for org in Organization.objects.exclude(npi=None)}
         seen_usernames: set[str] = set()
         seen_emails: set[str] = set()
         users: list[User] = []
@@ -102,9 +102,7 @@ class Command(BaseCommand):
             validate_email(email)
         except ValidationError as exc:
             raise ValueError(f"email {values['email']!r} is not valid") from exc
-        organization = organizations.get(values["organization_npi"])
-        if organization is None:
-            raise ValueError(f"no organization with NPI {values['organization_npi']}")
+        organization = self._organization(values["organization_npi"], organizations)
         admin = values.get("is_admin", "").lower()
         if admin not in TRUE | FALSE:
             raise ValueError(f"is_admin must be true or false, not {values['is_admin']!r}")
@@ -118,6 +116,13 @@ class Command(BaseCommand):
             mfa_method=User.MfaMethod.NONE,
             password=self._password(values),
         )
+
+    def _organization(self, key: str, by_npi: dict[str, Organization]) -> Organization:
+        """The organization by NPI (from the preloaded map), else by payer ID (its hash)."""
+        organization = by_npi.get(key) or Organization.objects.with_payer_id(key).first()
+        if organization is None:
+            raise ValueError(f"no organization with {describe_identifier(key)}")
+        return organization
 
     def _password(self, values: dict[str, str]) -> str:
         plain, hashed = values.get("password", ""), values.get("password_hash", "")
