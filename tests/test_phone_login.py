@@ -821,3 +821,20 @@ def test_malformed_bodies_on_the_phone_stage(client, phone_user, body):
     assert response.status_code == 200
     assert ON_RECORD in text(response)
     assert not is_signed_in(client)
+
+
+def test_sms_events_name_the_user_and_the_channel(client, phone_user, settings):
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
+    to_phone_stage(client, phone_user)
+    client.post(PHONE_STAGE, {"action": "sms"})
+    client.post(PHONE_STAGE, {"action": "verify-sms", "code": "000000"})
+    client.post(PHONE_STAGE, {"action": "verify-sms", "code": sms_code()})
+    events = list(AuditEvent.objects.filter(event__in=["phone.send", "code.verify"]))
+    assert [(e.event, e.outcome) for e in events] == [
+        ("phone.send", "sent"),
+        ("code.verify", "wrong"),
+        ("code.verify", "ok"),
+    ]
+    for event in events:
+        assert event.user_id_snapshot == phone_user.pk
+        assert event.detail["channel"] == "sms"

@@ -508,3 +508,23 @@ def test_phone_page_is_unchanged_by_twilio_backend(client, api, phone_user):
     to_phone_stage(client, phone_user)
     assert ON_RECORD in text(client.get(PHONE_STAGE))
     assert len(api.calls) == 0
+
+
+def test_every_phone_event_names_the_user_and_the_channel(client, api, phone_user, settings):
+    """Sends, code checks, the call's keys, its status and its approval are all audited
+    with the user they concern and the channel, webhooks included (issue #7)."""
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
+    token, shown = place_call(client, api, phone_user)
+    webhook(answer_path(token), call_params())
+    webhook(gather_path(token), call_params(Digits="000000"))
+    webhook(gather_path(token), call_params(Digits=shown))
+    webhook(status_path(token), call_params(CallStatus="in-progress"))
+    assert client.post(PHONE_STAGE, {"action": "check-call"}).url == "/home/"
+    events = AuditEvent.objects.filter(
+        event__in=["phone.send", "code.verify", "call.keys", "call.status", "phone.call"]
+    )
+    assert {e.event for e in events} == {"phone.send", "call.keys", "call.status", "phone.call"}
+    for event in events:
+        assert event.user_id_snapshot == phone_user.pk, event.event
+        assert event.username == phone_user.username, event.event
+        assert event.detail["channel"] == "voice", event.event
