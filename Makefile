@@ -15,11 +15,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# Emailed links (registration, Registration Error, "Having trouble logging in?") must point
+# at the port actually served; an operator's own CAREGATE_PUBLIC_BASE_URL wins.
+run: export CAREGATE_PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(VENV)/.installed
 	mkdir -p var/static
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	@echo "Caregate is at http://127.0.0.1:$(PORT)/  (dev outbox: http://127.0.0.1:$(PORT)/dev/outbox/)"
+	@echo "Emailed links point at $$CAREGATE_PUBLIC_BASE_URL"
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
 # Debian's Chromium for the Playwright tests (Playwright's own browser download is not used).

@@ -9,6 +9,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from caregate.config import env_bool, env_int, env_list, env_str
+from caregate.security.checks import production_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CAREGATE_VAR_DIR", str(BASE_DIR / "var")))
@@ -98,6 +99,8 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Production refuses to run without Redis unless this says the deployment is one process.
+CAREGATE_ALLOW_LOCAL_CACHE = env_bool("CAREGATE_ALLOW_LOCAL_CACHE", False)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -283,8 +286,12 @@ TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN")
 TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER")
 TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID")
 TWILIO_TIMEOUT_SECONDS = env_int("TWILIO_TIMEOUT_SECONDS", 10)
-# Where Twilio reaches this deployment (TwiML and status callbacks are signed against it).
-CAREGATE_PUBLIC_BASE_URL = env_str("CAREGATE_PUBLIC_BASE_URL", "http://127.0.0.1:8000")
+# Where users and Twilio reach this deployment: emailed links are built from it, and TwiML
+# and status callbacks are signed against it. Required in production (checked below);
+# `make run` sets it from PORT, so the development default only serves a bare runserver.
+CAREGATE_PUBLIC_BASE_URL = env_str(
+    "CAREGATE_PUBLIC_BASE_URL", "" if PRODUCTION else "http://127.0.0.1:8000"
+).rstrip("/")
 # SMS-pumping budgets: sends and calls per number, per account, per client address, per hour.
 CAREGATE_RATE_LIMITS.update(
     {
@@ -310,5 +317,28 @@ CAREGATE_RATE_LIMITS.update(
         "registration:npi-all": (env_int("CAREGATE_REGISTRATION_LIMIT_PER_NPI_ALL", 100), 3600),
         "link-request:client": (env_int("CAREGATE_LINK_LIMIT_PER_CLIENT", 10), 3600),
         "link-request:account": (env_int("CAREGATE_LINK_LIMIT_PER_ACCOUNT", 3), 3600),
+        # "This username is not available" answers an existence question: budget them.
+        "availability:client": (env_int("CAREGATE_AVAILABILITY_LIMIT_PER_CLIENT", 30), 3600),
+        "availability:flow": (env_int("CAREGATE_AVAILABILITY_LIMIT_PER_FLOW", 10), 3600),
+        # The note to an address that already has an account, when someone registers with it.
+        "registration-notice:destination": (
+            env_int("CAREGATE_REGISTRATION_NOTICE_LIMIT_PER_ADDRESS", 3),
+            3600,
+        ),
     }
 )
+
+# --- production refuses unsafe settings (caregate/security/checks.py) -----------------
+if PRODUCTION:
+    _problems = production_problems(
+        secret_key=SECRET_KEY,
+        redis_url=REDIS_URL,
+        allow_local_cache=CAREGATE_ALLOW_LOCAL_CACHE,
+        email_backend=_email_backend,
+        email_host=EMAIL_HOST,
+        email_use_tls=EMAIL_USE_TLS,
+        email_use_ssl=EMAIL_USE_SSL,
+        public_base_url=CAREGATE_PUBLIC_BASE_URL,
+    )
+    if _problems:
+        raise ImproperlyConfigured("; ".join(_problems))

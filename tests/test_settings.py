@@ -14,6 +14,8 @@ import pytest
 from django.contrib.auth.hashers import get_hasher, make_password
 
 from caregate.accounts.models import User
+from caregate.delivery.models import OutboxMessage
+from caregate.flows.registration_links import send_registration_link
 from tests.conftest import PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +57,22 @@ def strong_key() -> str:
     return key
 
 
+PUBLIC_URL = "https://portal.example.org"
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """A production configuration that starts; ``extra`` changes or (with "") removes."""
+    env = {
+        "CAREGATE_ENV": "production",
+        "CAREGATE_SECRET_KEY": strong_key(),
+        "CAREGATE_ALLOWED_HOSTS": HOST,
+        "REDIS_URL": "redis://127.0.0.1:6379/5",
+        "CAREGATE_PUBLIC_BASE_URL": PUBLIC_URL,
+    }
+    env.update(extra)
+    return {name: value for name, value in env.items() if value != ""}
+
+
 # --- production mode --------------------------------------------------------------------
 
 
@@ -73,31 +91,21 @@ def test_production_without_allowed_hosts_refuses_to_start():
 
 
 def test_production_with_key_and_hosts_passes_the_deploy_check():
-    result = manage(
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        CAREGATE_ENV="production",
-        CAREGATE_SECRET_KEY=strong_key(),
-        CAREGATE_ALLOWED_HOSTS=HOST,
-    )
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **production_env())
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues" in result.stdout
 
 
-def test_production_deploy_check_flags_a_weak_key():
-    result = manage(
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        CAREGATE_ENV="production",
-        CAREGATE_SECRET_KEY="short-key",
-        CAREGATE_ALLOWED_HOSTS=HOST,
-    )
+def test_production_refuses_a_weak_key_before_the_deploy_check():
+    result = manage("check", "--deploy", **production_env(CAREGATE_SECRET_KEY="short-key"))
     assert result.returncode != 0
-    assert "security.W009" in result.stderr + result.stdout
+    assert "CAREGATE_SECRET_KEY must be at least 50 characters" in result.stderr
+
+
+def test_production_without_public_base_url_refuses_to_start():
+    result = manage("check", **production_env(CAREGATE_PUBLIC_BASE_URL=""))
+    assert result.returncode != 0
+    assert "CAREGATE_PUBLIC_BASE_URL is required in production mode" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -109,13 +117,7 @@ def test_production_deploy_check_flags_a_weak_key():
     ],
 )
 def test_production_refuses_development_conveniences(extra, message):
-    result = manage(
-        "check",
-        CAREGATE_ENV="production",
-        CAREGATE_SECRET_KEY=strong_key(),
-        CAREGATE_ALLOWED_HOSTS=HOST,
-        **extra,
-    )
+    result = manage("check", **production_env(**extra))
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -135,6 +137,7 @@ names = [
     "DEBUG", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS", "CAREGATE_DEV_OUTBOX", "EMAIL_BACKEND", "CAREGATE_PHONE_BACKEND",
     "ALLOWED_HOSTS", "SESSION_COOKIE_HTTPONLY", "CSRF_COOKIE_HTTPONLY", "X_FRAME_OPTIONS",
+    "CAREGATE_PUBLIC_BASE_URL",
 ]
 print(json.dumps({name: getattr(settings, name, None) for name in names}))
 """
@@ -155,9 +158,7 @@ def show_settings(**env: str) -> dict:
 
 
 def test_production_defaults_are_safe():
-    values = show_settings(
-        CAREGATE_ENV="production", CAREGATE_SECRET_KEY=strong_key(), CAREGATE_ALLOWED_HOSTS=HOST
-    )
+    values = show_settings(**production_env())
     assert values["DEBUG"] is False
     assert values["SESSION_COOKIE_SECURE"] is True
     assert values["CSRF_COOKIE_SECURE"] is True
@@ -169,6 +170,7 @@ def test_production_defaults_are_safe():
     assert values["ALLOWED_HOSTS"] == [HOST]
     assert values["SESSION_COOKIE_HTTPONLY"] is True
     assert values["X_FRAME_OPTIONS"] == "DENY"
+    assert values["CAREGATE_PUBLIC_BASE_URL"] == PUBLIC_URL
 
 
 def test_development_defaults():
@@ -176,6 +178,58 @@ def test_development_defaults():
     assert values["DEBUG"] is True
     assert values["CAREGATE_DEV_OUTBOX"] is True
     assert values["EMAIL_BACKEND"] == "caregate.delivery.outbox.OutboxEmailBackend"
+    assert values["CAREGATE_PUBLIC_BASE_URL"] == "http://127.0.0.1:8000"
+
+
+# --- the public URL of emailed links (make run on another PORT) -------------------------
+
+FAKE_PYTHON = """#!/bin/sh
+echo "$1 $2 base=$CAREGATE_PUBLIC_BASE_URL"
+"""
+
+
+def make_run(tmp_path: Path, **env: str) -> list[str]:
+    """Run the Makefile's ``run`` recipe with a stand-in python that prints what each
+    command would get as CAREGATE_PUBLIC_BASE_URL (nothing is installed or served)."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()  # newer than the requirements: no install step
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["make", "--no-print-directory", "run", f"VENV={venv}", f"PY={fake}"],
+        cwd=ROOT,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stdout.splitlines() if line.startswith("manage.py")]
+
+
+def test_make_run_on_another_port_emails_links_to_that_port(tmp_path):
+    lines = make_run(tmp_path, PORT="9000")
+    assert lines, "the run recipe ran no manage.py command"
+    assert "manage.py runserver base=http://127.0.0.1:9000" in lines
+    assert all(line.endswith("base=http://127.0.0.1:9000") for line in lines)
+
+
+def test_make_run_keeps_an_operators_public_url(tmp_path):
+    lines = make_run(tmp_path, PORT="9000", CAREGATE_PUBLIC_BASE_URL="https://dev.example.org")
+    assert "manage.py runserver base=https://dev.example.org" in lines
+
+
+@pytest.mark.django_db
+def test_registration_link_email_uses_the_public_base_url(make_user, settings):
+    settings.CAREGATE_PUBLIC_BASE_URL = "http://127.0.0.1:9000"
+    user = make_user(mfa="none")
+    assert send_registration_link(user)
+    body = OutboxMessage.objects.get(to=user.email).body
+    assert "http://127.0.0.1:9000/registration-link/" in body
+    assert ":8000" not in body
 
 
 # --- password hashing -------------------------------------------------------------------
