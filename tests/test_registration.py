@@ -307,7 +307,7 @@ def test_username_taken_in_any_case_is_refused(client: Client, org, make_org, ma
     assert not OutboxMessage.objects.exists()
 
 
-def test_email_taken_is_refused_without_naming_the_other_organization(
+def test_email_taken_is_refused_at_save_with_the_page_of_a_new_account(
     client: Client, org, make_org, make_user
 ) -> None:
     other = make_org(name="Riverside Cardiology Partners")
@@ -317,12 +317,20 @@ def test_email_taken_is_refused_without_naming_the_other_organization(
     response = register(
         client, org, email="DANA@clinic.example", confirm_email="dana@clinic.example"
     )
-    assert field_error(response, "email") == EMAIL_TAKEN
+    # The registrant is not told (anyone with a registration code could test addresses):
+    # the page is the one a new account gets; only the mailbox's owner hears of it.
+    assert field_error(response, "email") == ""
     text = page_text(response)
+    assert "Registration complete" in text
     assert "Riverside" not in text and "Cardiology" not in text
     assert "Robin" not in text and "rrobin" not in text
     assert User.objects.count() == count
-    assert not OutboxMessage.objects.exists()
+    assert not User.objects.filter(username="dana.provider").exists()
+    notice = OutboxMessage.objects.get(to="dana@clinic.example")
+    assert EMAIL_TAKEN in notice.body
+    assert "/registration-link/" not in notice.body
+    assert not EmailLink.objects.exists()
+    assert AuditEvent.objects.filter(event="registration.account", outcome="email-in-use").exists()
 
 
 def test_several_errors_are_all_shown_at_once(client: Client, org) -> None:

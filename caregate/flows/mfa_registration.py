@@ -9,6 +9,8 @@ Confirm New Password → Create → (PHONE) Country Code, Phone Number → Send 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -20,7 +22,7 @@ from caregate.flows.stages.choose_method import ChooseMethod, chose_phone
 from caregate.flows.stages.credentials import Credentials
 from caregate.flows.stages.email_code import EmailCode
 from caregate.flows.stages.phone_challenge import PhoneChallenge
-from caregate.flows.stages.set_password import SetPassword
+from caregate.flows.stages.set_password import NewPasswordForm, SetPassword
 from caregate.flows.stages.user_info import EMAIL_TAKEN
 
 NAME = "mfa-registration"
@@ -42,6 +44,31 @@ def email_available(email: str, state: FlowState) -> str:
         .exists()
     )
     return EMAIL_TAKEN if taken else ""
+
+
+@dataclass(frozen=True)
+class CreatePassword(SetPassword):
+    """New Password → Create, which saves the verified work email: refused here when the
+    address is another account's.
+
+    The email step does not ask (it sends the code to any address, so the page is the same
+    whether or not the address has an account): asking there let anyone with a sign-in
+    test addresses. Here the code has been verified, so the user has shown the mailbox is
+    theirs and the answer tells them nothing new. The database's unique email is the
+    backstop for a registration that takes the address between this check and the save.
+    """
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        if request.method == "POST" and request.POST.get("action") != "change":
+            refusal = email_available(state.data.get("verified_email", ""), state)
+            user = active_user(state.data.get("user_id"))
+            if refusal and user is not None:
+                form = NewPasswordForm(request.POST, user=user)
+                form.is_valid()
+                form.add_error(None, refusal)
+                record("mfa.email", "in-use", request=request, user=user, flow=state.raw["flow"])
+                return Render(self._context(state, form))
+        return super().handle(request, state)
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
@@ -68,10 +95,9 @@ ENROLLMENT: list[Stage] = [
         prefilled=False,
         sent_message="Verification code has been sent. Please copy it to the input box below.",
         verified_message="The code has been verified. You can now continue.",
-        check_email=email_available,
         advance_on_verify=True,
     ),
-    SetPassword(),  # New Password, Confirm New Password → Create
+    CreatePassword(),  # New Password, Confirm New Password → Create
     When(chose_phone, PhoneChallenge(purpose="mfa-registration", enroll=True)),
 ]
 

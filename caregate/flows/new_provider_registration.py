@@ -7,25 +7,62 @@ emailed link (20 minutes) leads to the MFA registration (flows/mfa_registration.
 
 from __future__ import annotations
 
+import logging
+import smtplib
+
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from caregate.accounts.models import Organization, User
+from caregate.accounts.models import CaregateUserManager, Organization, User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.flows.engine import Flow, FlowState
 from caregate.flows.registration_links import registration_error, send_registration_link
 from caregate.flows.stages.organization import OrganizationStage
-from caregate.flows.stages.user_info import UserInfo
+from caregate.flows.stages.user_info import EMAIL_TAKEN, UserInfo
+from caregate.verification import ratelimit
 
+logger = logging.getLogger(__name__)
 NAME = "register"
+NOTICE_SUBJECT = "{portal}: someone tried to register with your email address"
+NOTICE_BODY = """Hello,
+
+Someone tried to create a new {portal} account with this email address. {taken}
+
+If it was not you, ignore this email or call {support_phone}.
+"""
+
+
+def email_in_use(email: str) -> bool:
+    return User.objects.filter(email=CaregateUserManager.normalize_email(email)).exists()
+
+
+def notify_address_in_use(email: str) -> bool:
+    """Tell the holder of an address that a registration named it; False if sending failed.
+
+    This replaces the registration link: the page the registrant sees is the same either
+    way, and only the mailbox's owner learns that the address already has an account.
+    """
+    if not ratelimit.hit("registration-notice:destination", email):
+        return True  # already told this hour; the page must not differ
+    portal = settings.CAREGATE_PORTAL_NAME
+    body = NOTICE_BODY.format(
+        portal=portal, taken=EMAIL_TAKEN, support_phone=settings.CAREGATE_SUPPORT_PHONE
+    )
+    try:
+        send_mail(NOTICE_SUBJECT.format(portal=portal), body, None, [email])
+    except (smtplib.SMTPException, OSError):
+        logger.exception("could not send an address-in-use notice")
+        return False
+    return True
 
 
 def create_account(organization: Organization, info: dict) -> User | None:
-    """Create the (not yet MFA-registered) user; None if the username or email was taken
-    meanwhile (the form checked, but another registration may have won the race)."""
+    """Create the (not yet MFA-registered) user; None if the username or email is taken
+    (another registration may have won the race since the checks)."""
     fields = {k: v for k, v in info.items() if k != "phone"}
     user = User(
         organization=organization,
@@ -45,17 +82,33 @@ def create_account(organization: Organization, info: dict) -> User | None:
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     organization = Organization.objects.filter(pk=state.data.get("organization_id")).first()
     info = state.data.get("user_info") or {}
-    user = create_account(organization, info) if organization is not None and info else None
-    if user is None:
+    if organization is None or not info:
+        record("registration.account", "failure", request=request, flow=NAME)
+        return registration_error(request)
+    email = CaregateUserManager.normalize_email(info.get("email"))
+    # The form does not say whether an email is taken (that would let anyone holding a
+    # registration code test addresses): the account is refused here, at save, and the
+    # page is the one a new account gets.
+    user = None if email_in_use(email) else create_account(organization, info)
+    if user is None and email_in_use(email):  # taken before, or by a concurrent registration
+        record("registration.account", "email-in-use", request=request, flow=NAME)
+        if not notify_address_in_use(email):
+            return registration_error(request)
+        return registration_complete(request, email)
+    if user is None:  # the username was taken meanwhile (the form checked it)
         record("registration.account", "failure", request=request, flow=NAME)
         return registration_error(request)
     record("registration.account", "success", request=request, user=user, flow=NAME)
     if not send_registration_link(user):
         record("registration.link-email", "failed", request=request, user=user, flow=NAME)
         return registration_error(request)
+    return registration_complete(request, user.email)
+
+
+def registration_complete(request: HttpRequest, email: str) -> HttpResponse:
     lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
     return render(
-        request, "flows/registration_complete.html", {"lifetime": lifetime, "email": user.email}
+        request, "flows/registration_complete.html", {"lifetime": lifetime, "email": email}
     )
 
 

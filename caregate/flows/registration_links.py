@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.http import require_http_methods
 
 from caregate.accounts.models import User
@@ -20,7 +21,7 @@ from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.delivery.phone import public_url
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION
-from caregate.verification.links import issue_link, redeem_link
+from caregate.verification.links import issue_link, peek_link, redeem_link
 
 logger = logging.getLogger(__name__)
 PURPOSE = "mfa-registration"
@@ -64,21 +65,78 @@ def registration_error(request: HttpRequest, reason: str = "") -> HttpResponse:
     return render(request, "flows/registration_error.html", {"detail": detail})
 
 
+LINK_CHANGED = (
+    "The registration link in this browser changed after this page was shown. Check the "
+    "account below before you select Continue."
+)
+
+
+def mask_email(email: str) -> str:
+    """Enough of an address for its owner to recognise it: d***@c***.example."""
+    local, _, domain = email.partition("@")
+    name, dot, suffix = domain.rpartition(".")
+    if not dot:
+        name, suffix = domain, ""
+    masked_domain = f"{name[:1]}***{dot}{suffix}" if domain else "***"
+    return f"{local[:1]}***@{masked_domain}"
+
+
+def page_binding(token: str) -> str:
+    """What the Continue form carries to say which link its page showed (never the token)."""
+    return salted_hmac("caregate.registration-link.page", token).hexdigest()[:32]
+
+
 def link_landing(request: HttpRequest, token: str) -> HttpResponse:
-    """Move the token from the URL into the session, then show the page without it."""
-    request.session[PENDING] = token[:100]
+    """Move the token from the URL into the session, then show the page without it.
+
+    Anyone can make a browser GET this URL (a link on another site), so it decides
+    nothing: a signed-in session keeps no token at all, and a later token replaces an
+    earlier one only for the page that names it (see link_continue).
+    """
+    if request.user.is_authenticated:
+        request.session.pop(PENDING, None)
+    else:
+        request.session[PENDING] = token[:100]
     return redirect("registration-link-continue")
+
+
+def _continue_page(request: HttpRequest, token: str, user: User, notice: str = "") -> HttpResponse:
+    # Name the account: a link planted by someone else shows their username, not the
+    # victim's, before the victim completes (and signs in to) that account.
+    context = {
+        "username": user.username,
+        "masked_email": mask_email(user.email),
+        "binding": page_binding(token),
+        "notice": notice,
+    }
+    return render(request, "flows/registration_link.html", context)
 
 
 @require_http_methods(["GET", "POST"])
 def link_continue(request: HttpRequest) -> HttpResponse:
     """Ask for one click before using the link: mail scanners that fetch links by GET
     must not spend a single-use link."""
+    if request.user.is_authenticated:
+        # Completing another account's registration would switch this session to it.
+        request.session.pop(PENDING, None)
+        record("registration.link", "signed-in", request=request, user=request.user)
+        return render(request, "flows/registration_link.html", {"signed_in": True})
     token = request.session.get(PENDING, "")
     if not token:
         return registration_error(request, "unknown")
     if request.method == "GET":
-        return render(request, "flows/registration_link.html")
+        pending, outcome = peek_link(token, PURPOSE)
+        if pending is None:
+            return registration_error(request, outcome)
+        return _continue_page(request, token, pending)
+    shown = request.POST.get("link")
+    if shown is not None and not constant_time_compare(shown, page_binding(token)):
+        # The page was shown for another link, which a later (maybe planted) link replaced.
+        pending, outcome = peek_link(token, PURPOSE)
+        record("registration.link", "changed", request=request, user=pending)
+        if pending is None:
+            return registration_error(request, outcome)
+        return _continue_page(request, token, pending, notice=LINK_CHANGED)
     del request.session[PENDING]
     user, outcome = redeem_link(token, PURPOSE)
     record("registration.link", outcome, request=request, user=user)

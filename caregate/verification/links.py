@@ -56,3 +56,23 @@ def redeem_link(token: str, purpose: str) -> tuple[User | None, str]:
     if not link.user.is_active:
         return None, "unknown"
     return link.user, "ok"
+
+
+def peek_link(token: str, purpose: str) -> tuple[User | None, str]:
+    """Look a link up without using it: (user, "ok") or (None, "expired" | "used" |
+    "unknown"), the outcomes redeem_link would give. For showing whose link it is before
+    the user spends it."""
+    link = (
+        EmailLink.objects.select_related("user")
+        .filter(token_hash=_hash(token[:100]), purpose=purpose)
+        .first()
+    )
+    if link is None:
+        return None, "unknown"
+    if link.used_at is not None:
+        return None, "used"
+    if timezone.now() >= link.expires_at:
+        return None, "expired"
+    if not link.user.is_active:
+        return None, "unknown"
+    return link.user, "ok"

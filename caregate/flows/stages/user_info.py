@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django import forms
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.http import HttpRequest
 
-from caregate.accounts.models import CaregateUserManager, User
+from caregate.accounts.models import User
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailAddressField
+from caregate.security.client import client_ip
+from caregate.verification import ratelimit
 from caregate.verification.phones import validate_phone
 
 US_STATES = [
@@ -34,6 +37,9 @@ US_STATES = [
 ZIP = re.compile(r"^\d{5}(-?\d{4})?$")
 USERNAME_CHARS = "A username may contain only letters, digits and @ . + - _"
 USERNAME_TAKEN = "This username is not available. Please choose another."
+TOO_MANY_USERNAMES = (
+    "Too many usernames have been checked from this computer. Please wait a while and try again."
+)
 EMAIL_TAKEN = (
     "This email address cannot be used for a new account. If you already have an account, "
     "use \u201cForgot your password?\u201d or ask your provider administrator."
@@ -56,6 +62,10 @@ def _text(label: str, required: bool, max_length: int, **attrs: object) -> forms
         },
         widget=forms.TextInput(attrs=attrs),
     )
+
+
+# Asked before the database is: may this flow learn whether ``username`` is taken?
+UsernameBudget = Callable[[str], bool]
 
 
 class UserInfoForm(forms.Form):
@@ -85,18 +95,24 @@ class UserInfoForm(forms.Form):
     phone = _text("PHONE", False, 40, autocomplete="tel-national", inputmode="tel")
     fax = _text("FAX *", True, 40, inputmode="tel")
 
+    def __init__(
+        self, *args: object, may_ask: UsernameBudget | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.may_ask = may_ask
+
     def clean_username(self) -> str:
         value = self.cleaned_data["username"].strip()
         try:
             UnicodeUsernameValidator()(value)
         except forms.ValidationError as exc:
-            raise forms.ValidationError(
-                "A username may contain only letters, digits and @ . + - _"
-            ) from exc
+            raise forms.ValidationError(USERNAME_CHARS) from exc
         if not value.isascii():
-            raise forms.ValidationError(
-                "A username may contain only letters, digits and @ . + - _"
-            )
+            raise forms.ValidationError(USERNAME_CHARS)
+        # The user must learn a name is taken to pick another, so the answer is given, but
+        # rationed: over the budget nothing is looked up and the form cannot go on.
+        if self.may_ask is not None and not self.may_ask(value):
+            raise forms.ValidationError(TOO_MANY_USERNAMES)
         if User.objects.filter(username__iexact=value).exists():
             raise forms.ValidationError(USERNAME_TAKEN)
         return value
@@ -120,12 +136,6 @@ class UserInfoForm(forms.Form):
         value = self.cleaned_data["zip_code"].strip()
         if value and not (value.isascii() and ZIP.match(value)):
             raise forms.ValidationError("Enter a 5-digit ZIP code, or ZIP+4 (12345-6789).")
-        return value
-
-    def clean_email(self) -> str:
-        value = self.cleaned_data["email"]
-        if User.objects.filter(email=CaregateUserManager.normalize_email(value)).exists():
-            raise forms.ValidationError(EMAIL_TAKEN)
         return value
 
     def clean_phone(self) -> str:
@@ -166,13 +176,36 @@ def _us_number(value: str) -> str:
     return check.e164
 
 
+def username_budget(request: HttpRequest, state: FlowState, own: dict) -> UsernameBudget:
+    """Count each new username this flow instance asks about, per client address and per
+    instance. The same name again (the form resubmitted after another field's error) is
+    not a new question: its answer is already known."""
+
+    def may_ask(username: str) -> bool:
+        asked: list[str] = own.setdefault("asked", [])
+        name = username.lower()
+        if name in asked:
+            return True
+        allowed = ratelimit.hit_all(
+            [("availability:client", client_ip(request)), ("availability:flow", state.id)]
+        )
+        if allowed:
+            asked.append(name)
+        return allowed
+
+    return may_ask
+
+
 @dataclass(frozen=True)
 class UserInfo:
     key: str = "user-info"
     template: str = "flows/user_info.html"
 
     def handle(self, request: HttpRequest, state: FlowState) -> Result:
-        form = UserInfoForm(request.POST if request.method == "POST" else None)
+        form = UserInfoForm(
+            request.POST if request.method == "POST" else None,
+            may_ask=username_budget(request, state, state.stage(self.key)),
+        )
         if request.method != "POST" or not form.is_valid():
             return Render({"form": form, "fax_notice": FAX_NOTICE})
         info = {k: v for k, v in form.cleaned_data.items() if k != "confirm_email"}
