@@ -1,20 +1,100 @@
-"""Authenticate by email (the guides' "Sign in with your email address") or username."""
+"""Authenticate by email (the guides' "Sign in with your email address") or username.
+
+Every password check goes through :func:`check_password` (the Credentials stage directly,
+anything else through Django's ``authenticate()``), so one sign-in budget covers every
+flow that checks a password: counted per typed identity and per resolved account. An
+attacker who alternates an account's email and username, or their letter case, across
+email login, phone login and MFA registration gets the account's budget once, not once
+per spelling.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
+from django.db.models.functions import Lower
 from django.http import HttpRequest
 
 from caregate.accounts.models import CaregateUserManager, User
+from caregate.verification import ratelimit
+
+SCOPE = "signin:account"
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """The answer to one password attempt; ``user`` is set only on ``success``."""
+
+    user: User | None
+    outcome: str  # success | failure | throttled
+
+
+def resolve(*, email: str | None = None, username: str | None = None) -> User | None:
+    """The one account an email (or, failing that, a username) names, in one query.
+
+    Both are unique case-insensitively (constraints on Lower(email), Lower(username)), so
+    "JSmith" and " jsmith " name one account; the lookup uses those expression indexes.
+    The same single query runs whether or not the account exists.
+    """
+    if email is not None:
+        field, value = "email", CaregateUserManager.normalize_email(email)
+    else:
+        field, value = "username", (username or "").strip().lower()
+    if not value:
+        return None
+    return User.objects.alias(key=Lower(field)).filter(key=value).first()
+
+
+def _spend_a_hash(password: str) -> None:
+    # ModelBackend's pattern: an unknown or throttled account costs the same Argon2 work
+    # as a wrong password, so the answer's timing does not tell them apart.
+    User().set_password(password)
+
+
+def _budgets(typed: str, user: User | None) -> list[tuple[str, str]]:
+    """The budgets one attempt counts against: what was typed, and the account it names.
+
+    An unknown identity counts a second key of its own in place of the account's, so both
+    cases make the same number of cache round trips (no timing difference either).
+    """
+    account = f"account:{user.pk}" if user is not None else f"account:?{typed}"
+    return [(SCOPE, f"typed:{typed}"), (SCOPE, account)]
+
+
+def check_password(
+    password: str,
+    *,
+    email: str | None = None,
+    username: str | None = None,
+    extra_limits: tuple[tuple[str, str], ...] = (),
+) -> PasswordCheck:
+    """Check one password attempt: one account lookup, the budgets, exactly one hash.
+
+    ``extra_limits`` (e.g. the client address's) are counted with the account's: any of
+    them over its limit throttles the attempt.
+    """
+    typed = (email if email is not None else username or "").strip().lower()
+    user = resolve(email=email, username=username)
+    # hit_all counts every budget, even once one is spent: a throttled attacker keeps
+    # using up the account's budget rather than resting it.
+    if not ratelimit.hit_all([*_budgets(typed, user), *extra_limits]):
+        _spend_a_hash(password)
+        return PasswordCheck(None, "throttled")
+    if user is None:
+        _spend_a_hash(password)
+        return PasswordCheck(None, "failure")
+    if user.check_password(password) and user.is_active:
+        return PasswordCheck(user, "success")
+    return PasswordCheck(None, "failure")
 
 
 class EmailOrUsernameBackend(ModelBackend):
-    """Django's ModelBackend, looking the user up by email or by username.
+    """Django's ModelBackend, looking the user up by email or by username, throttled.
 
-    Timing: for an unknown account ModelBackend's pattern is kept (hash the password
-    anyway), so an unknown email costs the same Argon2 work as a wrong password.
+    For code that calls ``authenticate()`` (the Credentials stage calls
+    :func:`check_password` itself, to audit a throttled attempt as such).
     """
 
     def authenticate(
@@ -27,14 +107,7 @@ class EmailOrUsernameBackend(ModelBackend):
     ) -> User | None:
         if password is None or (username is None and email is None):
             return None
-        try:
-            if email is not None:
-                user = User.objects.get(email=CaregateUserManager.normalize_email(email))
-            else:
-                user = User.objects.get(username=username)
-        except User.DoesNotExist:
-            User().set_password(password)
-            return None
-        if user.check_password(password) and self.user_can_authenticate(user):
-            return user
+        attempt = check_password(password, email=email, username=username)
+        if attempt.user is not None and self.user_can_authenticate(attempt.user):
+            return attempt.user
         return None

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.contrib.auth import authenticate
 from django.http import HttpRequest
 
+from caregate.accounts import backends
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailSignInForm, UsernameSignInForm
 from caregate.security.client import client_ip
-from caregate.verification import ratelimit
 
 # One wording for a wrong password, an unknown account, a disabled account and a locked
 # one, so that the page never tells an attacker which of them it was.
@@ -56,23 +55,19 @@ class Credentials:
         if request.method != "POST" or not form.is_valid():
             return Render(self._context(form))
         identity = form.cleaned_data.get("email") or form.cleaned_data.get("username", "")
-        password = form.cleaned_data["password"]
         flow = state.raw["flow"]
-        allowed = ratelimit.hit_all(
-            [("signin:account", identity), ("signin:client", client_ip(request))]
+        # One budget per typed identity and per resolved account, shared by every flow that
+        # checks a password (see accounts.backends); the client address has its own.
+        attempt = backends.check_password(
+            form.cleaned_data["password"],
+            email=identity if self.method == "email" else None,
+            username=identity if self.method == "username" else None,
+            extra_limits=(("signin:client", client_ip(request)),),
         )
-        user = self._authenticate(request, identity, password) if allowed else None
+        user = attempt.user
         if user is None:
-            if not allowed:
-                # Spend the same hashing work as a real check: a paused account must not
-                # answer faster than a wrong password does.
-                User().set_password(password)
             record(
-                "signin.password",
-                "throttled" if not allowed else "failure",
-                request=request,
-                username=identity,
-                flow=flow,
+                "signin.password", attempt.outcome, request=request, username=identity, flow=flow
             )
             what = "email address" if self.method == "email" else "username"
             form.add_error(None, SIGNIN_FAILED.format(what=what))
@@ -83,8 +78,3 @@ class Credentials:
             if refusal is not None:
                 return refusal
         return Advance({"user_id": user.pk, "email": user.email, "phone": user.phone_number})
-
-    def _authenticate(self, request: HttpRequest, identity: str, password: str) -> User | None:
-        if self.method == "email":
-            return authenticate(request, email=identity, password=password)
-        return authenticate(request, username=identity, password=password)
