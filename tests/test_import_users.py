@@ -4,6 +4,7 @@ manage.py create_organization for a provider without an NPI (the payer variant).
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 from pathlib import Path
 
@@ -104,14 +105,44 @@ def test_django_pbkdf2_hash_signs_in_and_is_upgraded_to_argon2(tmp_path: Path, o
     write_csv(tmp_path / "u.csv", [row(org, 5, password="", password_hash=legacy_hash)])
     run(tmp_path / "u.csv")
     user = User.objects.get(username="imported5")
-    assert user.password == legacy_hash
+    # Stored as Argon2id over the legacy hash (Django's "upgrading without a login").
+    wrapped = user.password
+    assert wrapped.startswith("argon2_pbkdf2_sha256$argon2id$")
+    assert legacy_hash.rsplit("$", 1)[1] not in wrapped
     assert authenticate(username="imported5", password="wrong-password") is None
     user.refresh_from_db()
-    assert user.password == legacy_hash, "a wrong password must not re-hash"
+    assert user.password == wrapped, "a wrong password must not re-hash"
     assert user.check_password(LEGACY_PASSWORD)
     user.refresh_from_db()
     assert user.password.startswith("argon2$argon2id$")
     assert authenticate(username="imported5", password=LEGACY_PASSWORD) == user
+
+
+def test_argon2_hash_is_imported_as_it_is(tmp_path: Path, org) -> None:
+    native = make_password("Argon-Already-2")
+    write_csv(tmp_path / "u.csv", [row(org, 7, password="", password_hash=native)])
+    run(tmp_path / "u.csv")
+    assert User.objects.get(username="imported7").password == native
+
+
+def test_migration_wraps_the_legacy_hashes_of_users_imported_before(make_user) -> None:
+    from django.apps import apps
+
+    legacy_hash = make_password(LEGACY_PASSWORD, hasher="pbkdf2_sha256")
+    imported_before = make_user(username="before1")
+    User.objects.filter(pk=imported_before.pk).update(password=legacy_hash)
+    broken = make_user(username="broken1")
+    User.objects.filter(pk=broken.pk).update(password="pbkdf2_sha256$nope")
+    native = make_user(username="native1")
+    migration = importlib.import_module(
+        "caregate.accounts.migrations.0006_wrap_legacy_password_hashes"
+    )
+    migration.wrap_legacy_hashes(apps, None)
+    imported_before.refresh_from_db()
+    assert imported_before.password.startswith("argon2_pbkdf2_sha256$argon2id$")
+    assert imported_before.check_password(LEGACY_PASSWORD)
+    assert User.objects.get(pk=broken.pk).password == "pbkdf2_sha256$nope"
+    assert User.objects.get(pk=native.pk).password == native.password
 
 
 def test_imported_user_does_mfa_registration_only(tmp_path: Path, org) -> None:
@@ -153,6 +184,22 @@ def test_imported_user_does_mfa_registration_only(tmp_path: Path, org) -> None:
         (
             {"password": "", "password_hash": "argon2$argon2id$garbage"},
             "not in a format Caregate can verify",
+        ),
+        (
+            {"password": "", "password_hash": make_password("x", hasher="pbkdf2_sha1")},
+            "format pbkdf2_sha1 is not supported (supported: argon2, pbkdf2_sha256)",
+        ),
+        (
+            {"password": "", "password_hash": "scrypt$16384$salt$8$1$aGFzaA=="},
+            "format scrypt is not supported",
+        ),
+        (
+            {"password": "", "password_hash": "pbkdf2_sha256$2000000$salt$aGFzaA=="},
+            "not supported: more than 1,000,000 PBKDF2 iterations",
+        ),
+        (
+            {"password": "", "password_hash": "pbkdf2_sha256$1000$" + "s" * 200 + "$aGFzaA=="},
+            "its salt is too long",
         ),
         ({"is_admin": "maybe"}, "is_admin must be true or false"),
         ({"username": "u" * 151}, "username is longer than 150 characters"),

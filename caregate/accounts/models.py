@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
+from caregate.accounts.hashers import after_failed_check
+
 _PAYER_ID_SALT = "caregate.accounts.payer_id"  # also in migration accounts 0004
 
 
@@ -107,6 +109,9 @@ class User(AbstractUser):
         PHONE = "phone", "Phone"
 
     email = models.EmailField("email address", max_length=254)
+    # Django's 128 characters do not hold Argon2id over an imported legacy hash (the
+    # legacy setting is the Argon2 salt; see accounts.hashers): about 155 for pbkdf2_sha256.
+    password = models.CharField("password", max_length=256)
     organization = models.ForeignKey(
         Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
     )
@@ -139,6 +144,15 @@ class User(AbstractUser):
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.email = CaregateUserManager.normalize_email(self.email)
         super().save(*args, **kwargs)
+
+    def check_password(self, raw_password: str | None) -> bool:
+        if super().check_password(raw_password):
+            return True
+        if raw_password is not None:
+            # A wrong password costs the same on a native, an imported (wrapped legacy) and
+            # an unusable hash: see caregate.accounts.hashers.
+            after_failed_check(raw_password, self.password)
+        return False
 
     @property
     def display_name(self) -> str:

@@ -1,9 +1,11 @@
 """manage.py import_users FILE.csv: existing portal users who still do "MFA registration only".
 
 Columns: username, email, first_name, last_name, organization_npi, is_admin, and either
-password (plain, hashed here) or password_hash (any format Django can verify; it is
-upgraded to Argon2id at the user's first sign-in). Every row is checked first; a file with
-any bad row changes nothing, and the command lists each rejected row and why.
+password (plain, hashed here) or password_hash: Argon2 (kept as it is) or a legacy format
+that has a wrapping hasher (pbkdf2_sha256), stored as Argon2id over the legacy hash and
+upgraded to plain Argon2id at the user's first sign-in; other formats are rejected. Every
+row is checked first; a file with any bad row changes nothing, and the command lists each
+rejected row and why.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.hashers import identify_hasher, make_password
+from django.contrib.auth.hashers import Argon2PasswordHasher, identify_hasher, make_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q
 
+from caregate.accounts.hashers import wrapper_for, wrappers
 from caregate.accounts.models import (
     CaregateUserManager,
     Organization,
@@ -32,6 +35,11 @@ REQUIRED = ["username", "email", "first_name", "last_name", "organization_npi"]
 MAX_LENGTH = {"username": 150, "first_name": 150, "last_name": 150, "email": 254}
 TRUE = {"1", "true", "yes", "y"}
 FALSE = {"", "0", "false", "no", "n"}
+
+
+def supported_formats() -> list[str]:
+    """The password_hash formats accepted: Argon2 as it is, legacy ones that get wrapped."""
+    return ["argon2", *(w.legacy_hasher.algorithm for w in wrappers())]
 
 
 @dataclass
@@ -55,6 +63,8 @@ class Command(BaseCommand):
             raise CommandError(f"{len(errors)} row(s) rejected; nothing was imported.")
         with transaction.atomic():
             User.objects.bulk_create(users)
+        for wrapper in wrappers():
+            wrapper.forget_presence()  # failed sign-ins start paying the legacy work at once
         self.stdout.write(self.style.SUCCESS(f"Imported {len(users)} user(s)."))
 
     def _read(self, path: Path) -> list[Row]:
@@ -132,10 +142,27 @@ class Command(BaseCommand):
             return make_password(plain)
         try:
             # decode() too: a known prefix on a malformed hash would break the sign-in.
-            identify_hasher(hashed).decode(hashed)
+            hasher = identify_hasher(hashed)
+            hasher.decode(hashed)
         except (ValueError, TypeError, AssertionError, IndexError) as exc:
             raise ValueError("password_hash is not in a format Caregate can verify") from exc
-        return hashed
+        if isinstance(hasher, Argon2PasswordHasher):
+            return hashed  # already Argon2 (re-hashed at sign-in if its costs differ)
+        wrapper = wrapper_for(hashed)
+        if wrapper is None:
+            raise ValueError(
+                f"password_hash format {hasher.algorithm} is not supported "
+                f"(supported: {', '.join(supported_formats())})"
+            )
+        try:
+            wrapper.check_importable(hashed)
+        except ValueError as exc:
+            raise ValueError(f"password_hash is not supported: {exc}") from exc
+        # Argon2id over the legacy digest: no account is cheaper to check than another.
+        wrapped = wrapper.wrap(hashed)
+        if len(wrapped) > User._meta.get_field("password").max_length:
+            raise ValueError("password_hash is not supported: its salt is too long")
+        return wrapped
 
     def _unique(self, user: User, usernames: set[str], emails: set[str]) -> None:
         name = user.username.lower()
