@@ -123,6 +123,8 @@ LOGIN_URL = "portal:login"
 # Argon2id first; the others only verify (and then upgrade) imported legacy hashes.
 PASSWORD_HASHERS = [
     "caregate.accounts.hashers.ConfiguredArgon2PasswordHasher",
+    # Argon2id over an imported pbkdf2_sha256 hash (import_users, migration accounts 0006).
+    "caregate.accounts.hashers.Argon2WrappedPBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
