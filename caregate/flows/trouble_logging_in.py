@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth import authenticate
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from caregate.accounts.backends import check_password
+from caregate.accounts.hashers import spend_failed_check
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
@@ -30,15 +31,17 @@ def trouble(request: HttpRequest) -> HttpResponse:
     if request.method != "POST" or not form.is_valid():
         return render(request, "flows/trouble.html", {"form": form})
     email = form.cleaned_data["email"]
-    allowed = ratelimit.hit_all(
-        [("link-request:client", client_ip(request)), ("signin:account", email)]
-    )
+    # The account's sign-in budget is counted by check_password (the one budget of every
+    # flow that checks a password); this form adds its own per-address limit.
+    allowed = ratelimit.hit("link-request:client", client_ip(request))
     user = None
     if allowed:
-        # Always one password hash, found or not (ModelBackend's timing pattern).
-        user = authenticate(request, email=email, password=form.cleaned_data["password"])
+        attempt = check_password(form.cleaned_data["password"], email=email)
+        allowed = attempt.outcome != "throttled"
+        user = attempt.user
     else:
-        User().set_password(form.cleaned_data["password"])
+        # The same work as a password check, found or not (ModelBackend's timing pattern).
+        spend_failed_check(form.cleaned_data["password"])
     outcome = "throttled" if not allowed else "no-match"
     if (
         user is not None

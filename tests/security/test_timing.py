@@ -150,6 +150,17 @@ def test_unknown_account_work_matches_a_wrong_password(tmp_path, org, make_user,
     assert work(lambda: native.check_password(WRONG)) == unknown
 
 
+def test_sign_in_with_an_unknown_email_costs_a_wrong_password(tmp_path, org, work, settings):
+    """Through the sign-in itself: an email that names no account, and a throttled one,
+    cost what a wrong password on an imported account costs."""
+    imported = import_legacy_user(tmp_path, org, "imported5")
+    expected = one_argon2_and_the_legacy_work(settings)
+    assert work(lambda: authenticate(email="nobody@clinic.example", password=WRONG)) == expected
+    assert work(lambda: authenticate(email=imported.email, password=WRONG)) == expected
+    settings.CAREGATE_RATE_LIMITS = {**settings.CAREGATE_RATE_LIMITS, "signin:account": (0, 900)}
+    assert work(lambda: authenticate(email=imported.email, password=WRONG)) == expected
+
+
 def test_no_legacy_work_once_no_wrapped_hash_is_left(make_user, work, settings):
     """No imported account: a wrong password is one Argon2 everywhere, nothing more."""
     make_user(username="native4")

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from caregate.accounts.models import Organization, TermsVersion, User
 from caregate.portal.models import Case, Message
+from caregate.security.checks import refuse_in_production
 
 DEMO_NPI = "1234567893"
 DEMO_CODE = "DEMO-REG-2026"
@@ -37,6 +38,8 @@ class Command(BaseCommand):
     help = "Load the demo organization, users and cases (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Demo accounts share one published password and registration code.
+        refuse_in_production("load_demo")
         if not Organization.objects.filter(npi=DEMO_NPI).exists():
             call_command(
                 "create_organization",
