@@ -83,7 +83,7 @@ def specify_organization(client: Client, npi: str, code: str):
 
 def register(client: Client, organization: Organization, code: str = "REG-CODE-1", **info: str):
     """Section 2 up to "Registration is complete"; returns the last response."""
-    identifier = organization.npi or organization.payer_id or ""
+    identifier = organization.npi or ""  # a payer ID is kept only as a keyed hash
     response = specify_organization(client, identifier, code)
     assert response.status_code == 302 and response.url == "/register/user-info/", (
         response.content.decode()[:2000]
@@ -97,7 +97,12 @@ def open_link(client: Client, path: str):
     assert landing.status_code == 302 and landing.url == "/registration-link/"
     page = client.get("/registration-link/")
     assert page.status_code == 200
-    return client.post("/registration-link/")
+    # Post what the page's form carries: its binding to the link it showed. A link that
+    # cannot be used (expired, spent, unknown) gets no form: the page already says why.
+    binding = re.search(r'name="link" value="([^"]+)"', page.content.decode())
+    if binding is None:
+        return page
+    return client.post("/registration-link/", {"link": binding.group(1)})
 
 
 # --- MFA registration (Section 1 and the link) ------------------------------------------

@@ -385,7 +385,13 @@ def test_link_leaves_the_url_and_is_spent_only_by_continue(client: Client, org) 
     client.get("/registration-link/")
     link.refresh_from_db()
     assert link.used_at is None
-    response = client.post("/registration-link/")
+    # A POST that does not carry the page's binding to its link spends nothing.
+    unbound = client.post("/registration-link/")
+    assert unbound.status_code == 200
+    link.refresh_from_db()
+    assert link.used_at is None
+    binding = re.search(r'name="link" value="([^"]+)"', page.content.decode()).group(1)
+    response = client.post("/registration-link/", {"link": binding})
     assert response.status_code == 302
     assert response.url == "/complete-registration/method/"
     link.refresh_from_db()

@@ -127,10 +127,11 @@ def link_continue(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         pending, outcome = peek_link(token, PURPOSE)
         if pending is None:
+            record("registration.link", outcome, request=request)
             return registration_error(request, outcome)
         return _continue_page(request, token, pending)
     shown = request.POST.get("link")
-    if shown is not None and not constant_time_compare(shown, page_binding(token)):
+    if not constant_time_compare(shown or "", page_binding(token)):
         # The page was shown for another link, which a later (maybe planted) link replaced.
         pending, outcome = peek_link(token, PURPOSE)
         record("registration.link", "changed", request=request, user=pending)
