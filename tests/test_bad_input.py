@@ -128,13 +128,17 @@ def test_credentials_form(client, email_user, email, password, real_email):
     assert client.get("/email-login/email-code/").url == "/email-login/credentials/"
 
 
+CONTENT_FIELDS = ("event", "outcome", "username", "client_ip", "user_agent", "flow", "detail")
+
+
 @FUZZ
 @given(password=FIELD)
 def test_credentials_never_log_the_password(client, email_user, password):
     client.post("/login/start/", {"method": "email"})
     client.post("/email-login/credentials/", form(email=email_user.email, password=password))
     values = password if isinstance(password, list) else [password]
-    stored = repr(list(AuditEvent.objects.values()))
+    # The chain's hex digests (the genesis link is 64 zeros) are not what was typed.
+    stored = repr(list(AuditEvent.objects.values(*CONTENT_FIELDS)))
     for value in values:
         if value and len(value) >= 6 and value.isprintable():
             assert value not in stored

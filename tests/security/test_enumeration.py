@@ -148,7 +148,9 @@ def neutral(text: str, *emails: str) -> str:
     for email in emails:
         text = text.replace(email, "EMAIL")
     text = re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", text)
-    # The code's countdown (milliseconds left) moves between two requests.
+    # The code's countdown (milliseconds left) and its expiry time ("at 6:19:11 AM")
+    # move between two requests.
+    text = re.sub(r"\d{1,2}:\d{2}:\d{2}", "H:M:S", text)
     return re.sub(r'(data-[a-z-]+)="\d+"', r'\1="N"', text)
 
 
