@@ -102,3 +102,15 @@ def test_demo_data_command_is_refused_in_production(settings) -> None:
         refuse_in_production("load_demo")
     settings.PRODUCTION = False
     refuse_in_production("load_demo")  # development: allowed
+
+
+@pytest.mark.django_db
+def test_load_demo_itself_refuses_in_production_and_creates_nothing(settings) -> None:
+    from django.core.management import call_command
+
+    from caregate.accounts.models import User
+
+    settings.PRODUCTION = True
+    with pytest.raises(CommandError, match="load_demo is not allowed in production mode"):
+        call_command("load_demo")
+    assert not User.objects.exists()
