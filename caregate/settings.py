@@ -96,6 +96,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default under concurrent requests: WAL lets readers run beside the one
+    # writer, and IMMEDIATE transactions take the write lock at BEGIN, so a read-then-write
+    # (a code check, an audit append) waits its turn instead of failing "database is
+    # locked" halfway; SQLite ignores SELECT ... FOR UPDATE, and this is what serializes.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
