@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from caregate.accounts.models import User
@@ -35,22 +36,31 @@ def issue_link(user: User, purpose: str, lifetime_seconds: int) -> str:
     return token
 
 
+def _refusal(link: EmailLink | None, now: datetime) -> str:
+    """Why a link cannot be used ("unknown" | "used" | "expired"), or "" if it can."""
+    if link is None:
+        return "unknown"
+    if link.used_at is not None:
+        return "used"
+    if now >= link.expires_at:
+        return "expired"
+    return ""
+
+
+def _find(token: str, purpose: str) -> QuerySet[EmailLink]:
+    return EmailLink.objects.select_related("user").filter(
+        token_hash=_hash(token[:100]), purpose=purpose
+    )
+
+
 def redeem_link(token: str, purpose: str) -> tuple[User | None, str]:
     """Use a link once: return (user, "ok") or (None, "expired" | "used" | "unknown")."""
     now = timezone.now()
     with transaction.atomic():
-        link = (
-            EmailLink.objects.select_for_update()
-            .select_related("user")
-            .filter(token_hash=_hash(token[:100]), purpose=purpose)
-            .first()
-        )
-        if link is None:
-            return None, "unknown"
-        if link.used_at is not None:
-            return None, "used"
-        if now >= link.expires_at:
-            return None, "expired"
+        link = _find(token, purpose).select_for_update().first()
+        refusal = _refusal(link, now)
+        if refusal:
+            return None, refusal
         link.used_at = now
         link.save(update_fields=["used_at"])
     if not link.user.is_active:
@@ -62,17 +72,10 @@ def peek_link(token: str, purpose: str) -> tuple[User | None, str]:
     """Look a link up without using it: (user, "ok") or (None, "expired" | "used" |
     "unknown"), the outcomes redeem_link would give. For showing whose link it is before
     the user spends it."""
-    link = (
-        EmailLink.objects.select_related("user")
-        .filter(token_hash=_hash(token[:100]), purpose=purpose)
-        .first()
-    )
-    if link is None:
-        return None, "unknown"
-    if link.used_at is not None:
-        return None, "used"
-    if timezone.now() >= link.expires_at:
-        return None, "expired"
+    link = _find(token, purpose).first()
+    refusal = _refusal(link, timezone.now())
+    if refusal:
+        return None, refusal
     if not link.user.is_active:
         return None, "unknown"
     return link.user, "ok"
