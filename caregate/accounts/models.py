@@ -168,6 +168,36 @@ class User(AbstractUser):
         return self.mfa_method
 
 
+class ReservedUsername(models.Model):
+    """A username held by a registration that created no account (its email already had
+    one): "This username is not available" answers the same as if the account existed,
+    so the username's availability does not tell whether the email was taken."""
+
+    username = models.CharField(max_length=150)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("username"), name="reserved_username_unique_ci")
+        ]
+
+    def __str__(self) -> str:
+        return self.username
+
+    @classmethod
+    def hold(cls, username: str) -> None:
+        cls.objects.get_or_create(username=username.strip().lower())
+
+
+def username_taken(username: str) -> bool:
+    """Whether a username belongs to an account or is held by a registration."""
+    value = username.strip()
+    return (
+        User.objects.filter(username__iexact=value).exists()
+        or ReservedUsername.objects.filter(username=value.lower()).exists()
+    )
+
+
 class TermsVersion(models.Model):
     """One version of the Terms of Use; the newest published one is in force."""
 

@@ -16,7 +16,13 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from caregate.accounts.models import CaregateUserManager, Organization, User
+from caregate.accounts.models import (
+    CaregateUserManager,
+    Organization,
+    ReservedUsername,
+    User,
+    username_taken,
+)
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.flows.engine import Flow, FlowState
@@ -71,6 +77,8 @@ def create_account(organization: Organization, info: dict) -> User | None:
         **fields,
     )
     user.set_unusable_password()  # the password is created during MFA registration
+    if username_taken(user.username):
+        return None
     try:
         with transaction.atomic():
             user.save()
@@ -92,6 +100,9 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     user = None if email_in_use(email) else create_account(organization, info)
     if user is None and email_in_use(email):  # taken before, or by a concurrent registration
         record("registration.account", "email-in-use", request=request, flow=NAME)
+        # Hold the username as if the account had been created: otherwise asking for it
+        # in a second registration would tell whether this email had an account.
+        ReservedUsername.hold(info.get("username", ""))
         if not notify_address_in_use(email):
             return registration_error(request)
         return registration_complete(request, email)

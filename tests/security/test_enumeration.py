@@ -179,6 +179,27 @@ def test_a_taken_email_is_still_refused_at_save(org, make_org, make_user) -> Non
     assert not EmailLink.objects.exists()
 
 
+def test_registration_with_taken_email_does_not_change_username_availability(
+    org, make_user
+) -> None:
+    """Found by the attacker review: register a fresh username with the target address,
+    then ask for that username again. Held by an account (free address) or by the
+    reservation (taken address), it answers "not available" either way."""
+    make_user(email="taken@clinic.example")
+    answers = []
+    for n, target in enumerate(["taken@clinic.example", "free.person@clinic.example"]):
+        register(Client(), org, username=f"Probe.{n}", **both(target))
+        again = register(
+            Client(),
+            org,
+            username=f"probe.{n}",
+            email="x@clinic.example",
+            confirm_email="y@clinic.example",
+        )
+        answers.append(USERNAME_TAKEN in page_text(again))
+    assert answers == [True, True]
+
+
 def test_repeated_registrations_with_a_taken_email_do_not_flood_its_owner(
     org, make_user, settings
 ) -> None:

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.http import HttpRequest
 
-from caregate.accounts.models import User
+from caregate.accounts.models import username_taken
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailAddressField
 from caregate.security.client import client_ip
@@ -113,7 +113,7 @@ class UserInfoForm(forms.Form):
         # rationed: over the budget nothing is looked up and the form cannot go on.
         if self.may_ask is not None and not self.may_ask(value):
             raise forms.ValidationError(TOO_MANY_USERNAMES)
-        if User.objects.filter(username__iexact=value).exists():
+        if username_taken(value):
             raise forms.ValidationError(USERNAME_TAKEN)
         return value
 
