@@ -198,6 +198,21 @@ def username_taken(username: str) -> bool:
     )
 
 
+class SignedInSession(models.Model):
+    """One signed-in session of a user: what My Account lists, and what a password reset,
+    Reset Registration or "end this session" ends (security/sessions.py)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="signed_in_sessions")
+    session_key = models.CharField(max_length=64, unique=True)
+    method = models.CharField(max_length=40)  # how the user signed in (email, phone, ...)
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"session of user {self.user_id} since {self.created_at:%Y-%m-%d %H:%M}"
+
+
 class TermsVersion(models.Model):
     """One version of the Terms of Use; the newest published one is in force."""
 

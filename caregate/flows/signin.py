@@ -13,6 +13,7 @@ from caregate.audit.log import record
 from caregate.flows import keys
 from caregate.flows.engine import Render, Result
 from caregate.flows.stages.credentials import UserCheck
+from caregate.security import sessions
 from caregate.verification import remember
 from caregate.verification.models import RememberedBrowser
 
@@ -45,6 +46,7 @@ def sign_in(
     else:  # a full sign-in: the session no longer hangs on an earlier token
         request.session.pop(keys.REMEMBERED_BY, None)
         request.session.pop(keys.REMEMBER_UNTIL, None)
+    sessions.register(request, user, method)
     record("signin", "success", request=request, user=user, flow=flow, method=method)
     response = redirect("portal:home")
     if remember_as:

@@ -20,6 +20,7 @@ from caregate.flows.signin import sign_in
 from caregate.portal import queries
 from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm, LoginOptionsForm
+from caregate.security import sessions
 from caregate.security.client import client_ip
 from caregate.verification import remember
 
@@ -88,6 +89,7 @@ def sign_out(request: HttpRequest) -> HttpResponse:
         record("signout", "success", request=request, user=request.user)
     response = redirect("portal:login")
     remember.forget(request, response)  # reads the session: before logout() flushes it
+    sessions.forget(request)
     logout(request)
     messages.info(request, "You have signed out.")
     return response
