@@ -13,4 +13,7 @@ urlpatterns = [
     path("help/", views.help_page, name="help"),
     path("terms/", views.terms, name="terms"),
     path("unavailable/<slug:feature>/", views.not_available, name="not-available"),
+    # Setup → My Account and Setup → Manage Users (issue #8): replaced by their views.
+    path("setup/my-account/", views.not_available, {"feature": "my-account"}, name="my-account"),
+    path("setup/users/", views.not_available, {"feature": "manage-users"}, name="manage-users"),
 ]

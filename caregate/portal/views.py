@@ -168,6 +168,8 @@ FEATURES = {
     "forgot-password": "Forgot your password?",
     "staff-login": "Staff single sign-on",
     "setup": "Setup",
+    "my-account": "My Account",
+    "manage-users": "Manage Users",
 }
 
 
