@@ -15,6 +15,8 @@ from caregate.verification.phones import (
     COUNTRY_NOT_ALLOWED,
     EXTENSIONS,
     NOT_A_NUMBER,
+    PREMIUM,
+    TOLL_FREE,
     country_choices,
     mask_phone,
     validate_phone,
@@ -84,9 +86,11 @@ def test_other_area_codes(raw, e164):
         ("202-555-O143", NOT_A_NUMBER),  # letter O for zero
         ("phone", NOT_A_NUMBER),
         # not a direct line: toll-free and premium-rate numbers
-        ("800-555-0143", NOT_A_NUMBER),
-        ("+1 888 555 0143", NOT_A_NUMBER),
-        ("900-555-0143", NOT_A_NUMBER),
+        ("800-555-0143", TOLL_FREE),
+        ("+1 888 555 0143", TOLL_FREE),
+        ("(877) 246-1234", TOLL_FREE),
+        ("1-866-555-0143", TOLL_FREE),
+        ("900-555-0143", PREMIUM),
         # invalid NANP numbers (area code or exchange starting with 0 or 1)
         ("023-555-0143", NOT_A_NUMBER),
         ("202-055-0143", NOT_A_NUMBER),
@@ -124,6 +128,23 @@ def test_surrounding_blanks_do_not_count_towards_the_length_bound():
 def test_extension_message_uses_the_guides_words():
     assert "extensions are not supported" in validate_phone("202-555-0143 ext. 12").error
     assert "10-digit" in validate_phone("202-555-0143 x12").error
+
+
+def test_toll_free_and_premium_numbers_are_refused_saying_so():
+    """Not "Please enter a 10-digit phone number": the user typed ten digits, and must be
+    told why this number cannot be used."""
+    toll_free = validate_phone("800-555-0143").error
+    premium = validate_phone("900-555-0143").error
+    assert "Toll-free numbers" in toll_free and "cannot be used" in toll_free
+    assert "Premium-rate numbers" in premium and "cannot be used" in premium
+    for message in (toll_free, premium):
+        assert message != NOT_A_NUMBER and "direct line" in message
+
+
+def test_the_enrollment_form_shows_the_toll_free_message_beside_the_field():
+    form = PhoneNumberForm({"country_code": "1", "phone_number": "888-555-0143"})
+    assert not form.is_valid()
+    assert form.errors["phone_number"] == [TOLL_FREE]
 
 
 # --- countries ------------------------------------------------------------------------

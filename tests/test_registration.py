@@ -138,8 +138,6 @@ def test_registration_attempts_are_limited_per_client(client: Client, make_org) 
     ("npi", "message"),
     [
         ("", "Please enter your NPI."),
-        ("1234567890", "check digit"),
-        ("123456789", "exactly 10 digits"),
         ("12345 67890", "10-digit NPI"),
         ("١٢٣٤٥٦٧٨٩٣", "10-digit NPI"),
     ],
@@ -249,7 +247,7 @@ def test_each_required_field_has_its_message(
         ("phone", "+44 20 7946 0958", "not supported"),
         ("fax", "12345", "10-digit phone number"),
         ("fax", "202 555 0144 x9", "extensions are not supported"),
-        ("fax", "800-555-0144", "10-digit phone number"),
+        ("fax", "800-555-0144", "Toll-free numbers (such as 800, 888 or 877) cannot be used."),
     ],
 )
 def test_each_field_is_validated_beside_itself(
@@ -266,11 +264,75 @@ def test_each_field_is_validated_beside_itself(
 
 
 def test_npi_check_digit_is_validated(client: Client, make_org) -> None:
+    """A mistyped NPI is not refused beside the field (digits may be a payer ID), but when
+    nothing matches the message says the check digit is wrong."""
     make_org(npi="1234567893")
     response = specify_organization(client, "1234567894", "REG-CODE-1")
-    assert "check digit" in field_error(response, "npi")
+    assert response.status_code == 200
+    assert field_error(response, "npi") == ""
+    assert summary_error(response).startswith(NO_MATCH)
+    assert "1234567894 is not a valid NPI" in summary_error(response)
+    assert "check digit" in summary_error(response)
     response = specify_organization(client, "1234567893", "REG-CODE-1")
     assert response.status_code == 302
+
+
+@pytest.mark.parametrize("payer_id", ["4471", "123456789", "1234567890", "12345678901234"])
+def test_a_payer_id_made_only_of_digits_registers_when_it_is_not_a_valid_npi(
+    client: Client, make_org, payer_id: str
+) -> None:
+    """Providers without an NPI type the payer's ID in both fields; some payers issue IDs
+    of digits only (any length, even ten digits that fail the NPI check digit)."""
+    make_org(name="Digits Only Clinic", without_npi=True, payer_id=payer_id, code=payer_id)
+    response = specify_organization(client, payer_id, payer_id)
+    assert response.status_code == 302 and response.url == "/register/user-info/"
+    assert "Digits Only Clinic" in page_text(client.get("/register/user-info/"))
+
+
+def test_a_digits_only_payer_id_with_the_wrong_code_gets_the_one_message(
+    client: Client, make_org
+) -> None:
+    make_org(without_npi=True, payer_id="445566", code="445566")
+    response = specify_organization(client, "445566", "445567")
+    assert response.status_code == 200
+    assert summary_error(response) == NO_MATCH
+    assert field_error(response, "npi") == ""
+
+
+def test_a_digits_only_payer_id_is_not_written_to_the_audit_log(client: Client, make_org) -> None:
+    """Without an NPI the payer ID is the registration code: it must not be logged."""
+    make_org(without_npi=True, payer_id="778899", code="778899")
+    specify_organization(client, "778899", "778899")
+    specify_organization(client, "778800", "778800")
+    events = AuditEvent.objects.filter(event="registration.organization")
+    assert {e.outcome for e in events} == {"success", "failure"}
+    for event in events:
+        logged = f"{event.detail} {event.username}"
+        assert "778899" not in logged and "778800" not in logged
+
+
+def test_user_information_shows_organizational_information_with_the_name(
+    client: Client, make_org
+) -> None:
+    """The guide's "Enter User Information" screen opens with "Organizational
+    Information": the organization the NPI and code opened."""
+    organization = make_org(name="Riverside Family Practice", code="SECRET-77")
+    specify_organization(client, organization.npi, "SECRET-77")
+    text = page_text(client.get("/register/user-info/"))
+    assert "Organizational Information" in text
+    assert "Riverside Family Practice" in text
+    assert text.index("Organizational Information") < text.index("Account Information")
+
+
+def test_organization_name_is_not_shown_before_the_npi_and_code_match(
+    client: Client, make_org
+) -> None:
+    organization = make_org(name="Riverside Family Practice", code="SECRET-77")
+    response = specify_organization(client, organization.npi, "WRONG")
+    assert "Riverside Family Practice" not in page_text(response)
+    # The next screen cannot be reached by URL either.
+    response = client.get("/register/user-info/", follow=True)
+    assert "Riverside Family Practice" not in page_text(response)
 
 
 def test_email_and_confirmation_must_match(client: Client, org) -> None:

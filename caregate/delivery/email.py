@@ -30,9 +30,19 @@ def send_code_email(to: str, code: str, lifetime_seconds: int) -> bool:
     return True
 
 
+_UNITS = (("hour", 3600), ("minute", 60), ("second", 1))
+
+
 def describe_seconds(seconds: int) -> str:
-    """Return '30 seconds', '1 minute', '20 minutes' for a lifetime in seconds."""
-    if seconds < 60 or seconds % 60:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
-    minutes = seconds // 60
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    """Say a lifetime the way people do: '30 seconds', '10 minutes', '4 hours',
+    '1 minute and 30 seconds' (never '600 seconds'). Used by the pages and the emails alike,
+    so the two always agree."""
+    seconds = max(0, int(seconds))
+    parts = []
+    for name, size in _UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {name}{'s' if count != 1 else ''}")
+    if not parts:
+        return "0 seconds"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

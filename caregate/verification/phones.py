@@ -11,6 +11,20 @@ from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberTyp
 EXTENSIONS = "Please enter a 10-digit direct line; extensions are not supported."
 NOT_A_NUMBER = "Please enter a 10-digit phone number, for example 202-555-0143."
 COUNTRY_NOT_ALLOWED = "Phone numbers in that country are not supported."
+TOLL_FREE = (
+    "Toll-free numbers (such as 800, 888 or 877) cannot be used. "
+    "Please enter a direct line with 10 digits."
+)
+PREMIUM = (
+    "Premium-rate numbers (such as 900) cannot be used. Please enter a direct line with 10 digits."
+)
+# Numbers that cannot be a person's direct line. Toll-free lines cannot receive text
+# messages reliably, and premium and shared-cost lines are what SMS-pumping fraud dials.
+REFUSED_TYPES = {
+    PhoneNumberType.TOLL_FREE: TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE: PREMIUM,
+    PhoneNumberType.SHARED_COST: PREMIUM,
+}
 _MAX_INPUT = 40
 
 
@@ -49,12 +63,9 @@ def validate_phone(raw: str, country_code: int = 1) -> PhoneCheck:
         return PhoneCheck(error=NOT_A_NUMBER)
     if not phonenumbers.is_valid_number(number):
         return PhoneCheck(error=NOT_A_NUMBER)
-    if phonenumbers.number_type(number) in {
-        PhoneNumberType.PREMIUM_RATE,
-        PhoneNumberType.SHARED_COST,
-        PhoneNumberType.TOLL_FREE,  # cannot receive SMS reliably; a pumping favourite
-    }:
-        return PhoneCheck(error=NOT_A_NUMBER)
+    refused = REFUSED_TYPES.get(phonenumbers.number_type(number))
+    if refused:
+        return PhoneCheck(error=refused)
     # NANP: exactly ten national digits (the guide's "10-digit direct line").
     if country_code == 1 and len(str(number.national_number)) != 10:
         return PhoneCheck(error=NOT_A_NUMBER)

@@ -74,6 +74,10 @@ class EmailCode:
     sent_message: str = (
         "Verification code has been sent to your inbox. Please copy it to the input box below."
     )
+    resent_message: str = (
+        "A new verification code has been sent to your inbox. The code sent before no "
+        "longer works."
+    )
     verified_message: str = "E-mail address verified. You can now continue."
     check_email: EmailCheck | None = None
     # Registration goes straight on once the code is verified (the next screen says so);
@@ -116,6 +120,7 @@ class EmailCode:
     def _send(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         if own.get("verified"):
             return self._render(state, own)
+        again = bool(own.get("sent"))  # "Send new code": say that a new one went out
         if not self.prefilled and not own.get("sent"):
             email_form = EmailForm(request.POST)
             if not email_form.is_valid():
@@ -153,7 +158,7 @@ class EmailCode:
             return self._render(state, own, error=SEND_FAILED)
         own["sent"] = True
         record_step(request, state, "code.send", "sent", channel="email")
-        return self._render(state, own, info=self.sent_message)
+        return self._render(state, own, info=self.resent_message if again else self.sent_message)
 
     def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         if own.get("verified"):
@@ -221,5 +226,6 @@ class EmailCode:
             # milliseconds, so it never calls the code expired before the server does.
             "ms_left": max(0, math.ceil(left * 1000)),
             "seconds_left": max(0, int(left)),
+            "time_left": describe_seconds(int(left)),
             "code_expired": left <= 0 or current.voided_at is not None,
         }

@@ -19,6 +19,12 @@ NO_MATCH = (
     "The NPI and registration code do not match our records. Please check both and try "
     "again, or contact your provider administrator."
 )
+# Said for any 10-digit value whose check digit is wrong, whether or not some payer ID
+# happens to look like it: it depends on the typed digits only, so it tells nothing.
+CHECK_DIGIT_HINT = (
+    " If you typed an NPI, please check its digits: the last one is a check digit, and "
+    "{value} is not a valid NPI."
+)
 TOO_MANY = "Too many attempts. Please wait an hour and try again, or call the help desk."
 
 
@@ -43,14 +49,9 @@ class OrganizationForm(forms.Form):
         value = self.cleaned_data["npi"].strip()
         if not value.isascii() or not value.replace("-", "").isalnum():
             raise forms.ValidationError("Please enter a 10-digit NPI (digits only).")
-        # Ten digits is an NPI and must carry its check digit; anything else is taken as
-        # a payer-issued provider ID (providers without an NPI type it in both fields).
-        if value.isdigit() and len(value) == 10 and not is_valid_npi(value):
-            raise forms.ValidationError(
-                "This NPI is not valid: please check the digits (the last one is a check digit)."
-            )
-        if value.isdigit() and len(value) != 10:
-            raise forms.ValidationError("An NPI has exactly 10 digits.")
+        # No format is refused here: a value that is not a valid NPI (10 digits with its
+        # check digit) is taken as a payer-issued provider ID, and those may be digits
+        # only, of any length. A mistyped NPI then simply does not match (see NO_MATCH).
         return value
 
     def clean_registration_code(self) -> str:
@@ -75,6 +76,13 @@ def identifier_for_audit(identifier: str) -> dict[str, str]:
     """What the audit log may keep of the typed identifier: an NPI is public (the NPPES
     registry), a payer ID is the registration code of a provider without an NPI."""
     return {"npi": identifier} if is_valid_npi(identifier) else {"identifier": "payer-id"}
+
+
+def no_match_message(identifier: str) -> str:
+    looks_like_npi = len(identifier) == 10 and identifier.isdigit()
+    if looks_like_npi and not is_valid_npi(identifier):
+        return NO_MATCH + CHECK_DIGIT_HINT.format(value=identifier)
+    return NO_MATCH
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,12 @@ class OrganizationStage:
         if organization is None:
             logged = identifier_for_audit(identifier)
             record("registration.organization", "failure", request=request, **logged)
-            form.add_error(None, NO_MATCH)
+            form.add_error(None, no_match_message(identifier))
             return Render({"form": form})
         logged = identifier_for_audit(identifier)
         record("registration.organization", "success", request=request, **logged)
-        return Advance({"organization_id": organization.pk})
+        # The name is shown under "Organizational Information" on the next screen (the
+        # guide's "Enter User Information"): only once the NPI and code have matched.
+        return Advance(
+            {"organization_id": organization.pk, "organization_name": organization.name}
+        )

@@ -35,6 +35,7 @@ TOO_MANY_SENDS = (
     "try again, or call the help desk."
 )
 NO_SMS_CODE = "No text message code is waiting for this number. Please select Send Code."
+RESENT = "A new code has been sent to {masked}. The code sent before no longer works."
 CALL_MESSAGES = {
     Status.CALLING: "Calling your phone now…",
     Status.RINGING: "Your phone is ringing…",
@@ -185,6 +186,7 @@ class PhoneChallenge:
         record_step(request, state, "phone.send", outcome, channel=channel, **detail)
 
     def _send_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
+        again = own.get("mode") == "sms"  # "send a new code": confirm that one went out
         issued, error = self._issue(request, state, own, "sms")
         if issued is None:
             return self._render(state, own, error=error)
@@ -198,7 +200,8 @@ class PhoneChallenge:
             issued.record.delete()  # never delivered: must not hold a cooldown
             return self._render(state, own, error=SMS_FAILED)
         own.update(mode="sms", call_token="")
-        return self._render(state, own)
+        info = RESENT.format(masked=mask_phone(self.phone(state, own))) if again else ""
+        return self._render(state, own, info=info)
 
     def _call(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         issued, error = self._issue(request, state, own, "voice")
@@ -265,6 +268,7 @@ class PhoneChallenge:
         own: dict[str, Any],
         *,
         error: str = "",
+        info: str = "",
         code_form: CodeForm | None = None,
         number_form: PhoneNumberForm | None = None,
     ) -> Render:
@@ -275,6 +279,7 @@ class PhoneChallenge:
             "masked_phone": mask_phone(phone) if phone else "",
             "mode": own.get("mode", ""),
             "error": error,
+            "info": info,
             "code_form": code_form or CodeForm(),
             "number_form": number_form or PhoneNumberForm(),
         }
