@@ -408,7 +408,9 @@ def test_send_new_code_after_the_cooldown_replaces_the_code(client, email_user, 
         created_at=VerificationCode.objects.get().created_at.replace(year=2000)
     )
     page = client.post(EMAIL_CODE, {"action": "resend"}).content.decode()
-    assert "Verification code has been sent to your inbox." in page
+    # Send new code says that a new one went out, not the first send's words again.
+    assert "A new verification code has been sent to your inbox." in page
+    assert "The code sent before no longer works." in page
     second = outbox_code(email_user.email)
     assert OutboxMessage.objects.count() == 2
     if first != second:
@@ -467,3 +469,21 @@ def test_too_many_sends_are_refused(client, email_user, settings):
     page = client.post(EMAIL_CODE, {"action": "resend"}).content.decode()
     assert "Too many codes have been requested." in page
     assert OutboxMessage.objects.count() == 2
+
+
+def test_send_new_code_refused_by_the_cooldown_does_not_claim_a_new_code(
+    client, email_user, outbox_code
+):
+    to_code_stage(client, email_user)
+    client.post(EMAIL_CODE, {"action": "send"})
+    page = client.post(EMAIL_CODE, {"action": "resend"}).content.decode()
+    assert "Please wait" in page
+    assert "A new verification code has been sent" not in page
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_the_first_send_is_not_called_a_new_code(client, email_user):
+    to_code_stage(client, email_user)
+    page = client.post(EMAIL_CODE, {"action": "send"}).content.decode()
+    assert "Verification code has been sent to your inbox." in page
+    assert "A new verification code" not in page

@@ -297,6 +297,27 @@ def test_resend_cooldown(client, phone_user, settings):
     assert response.url == "/home/"
 
 
+def test_send_a_new_code_confirms_that_a_new_code_was_sent(client, phone_user, no_cooldown):
+    to_phone_stage(client, phone_user)
+    words = text(client.post(PHONE_STAGE, {"action": "sms"}))
+    assert ENTER_CODE in words and "A new code has been sent" not in words  # the first one
+    words = text(client.post(PHONE_STAGE, {"action": "sms"}))
+    assert "A new code has been sent to XXX-XXX-9885." in words
+    assert "The code sent before no longer works." in words
+    assert OutboxMessage.objects.filter(channel="sms").count() == 2
+    # The confirmation is said once, not on every later page.
+    words = text(client.post(PHONE_STAGE, {"action": "verify-sms", "code": other(sms_code())}))
+    assert "A new code has been sent" not in words
+
+
+def test_a_refused_resend_does_not_claim_a_new_code(client, phone_user, settings):
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 10
+    to_phone_stage(client, phone_user)
+    client.post(PHONE_STAGE, {"action": "sms"})
+    words = text(client.post(PHONE_STAGE, {"action": "sms"}))
+    assert "Please wait" in words and "A new code has been sent" not in words
+
+
 def test_cooldown_refusal_does_not_spend_the_send_budget(client, phone_user, settings):
     settings.CAREGATE_RATE_LIMITS = {
         **settings.CAREGATE_RATE_LIMITS,
