@@ -20,6 +20,12 @@ urlpatterns = [
         name="mfa-registration-start",
     ),
     path(
+        "forgot-password/",
+        flow_views.start,
+        {"flow_name": "forgot-password"},
+        name="forgot-password-start",
+    ),
+    path(
         "registration-link/<str:token>/",
         registration_links.link_landing,
         name="registration-link",

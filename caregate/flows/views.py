@@ -21,7 +21,7 @@ def stage(request: HttpRequest, flow_name: str, stage_key: str) -> HttpResponse:
 
 
 # Flows a link on the login page starts (the sign-in flows start from its form instead).
-LINK_STARTED = {"register", "mfa-registration"}
+LINK_STARTED = {"register", "mfa-registration", "forgot-password"}
 
 
 def start(request: HttpRequest, flow_name: str) -> HttpResponse:

@@ -1,0 +1,43 @@
+"""New Password, Confirm New Password → Continue, for a password reset.
+
+Unlike SetPassword (MFA registration's Create), this stage saves nothing: it checks the
+password rules and hands the flow a hash, which the flow's on_done saves only after the
+engine has finished the instance (its compare-and-set delete). So of two final requests
+sent at once exactly one changes the password, and a replayed one changes nothing.
+This must be the flow's last stage: Advance data of the last stage is never written to
+the flow's row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib.auth.hashers import make_password
+from django.http import HttpRequest
+
+from caregate.accounts.models import User
+from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
+from caregate.flows.stages.set_password import NewPasswordForm
+
+# Whether this flow instance has proven every factor ``user`` has registered.
+FactorsCheck = Callable[[User, FlowState], bool]
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    factors_passed: FactorsCheck
+    intro: str = "Enter a new password and confirm the password."
+    button: str = "Continue"
+    key: str = "password"
+    template: str = "flows/forgot_password_new.html"
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        user = User.objects.filter(pk=state.data.get("user_id"), is_active=True).first()
+        # Read now, not when the stage was reached: a factor added since must be proven.
+        if user is None or not self.factors_passed(user, state):
+            return Restart("Please start again.")
+        form = NewPasswordForm(request.POST if request.method == "POST" else None, user=user)
+        if request.method != "POST" or not form.is_valid():
+            return Render({"form": form, "intro": self.intro, "button": self.button})
+        return Advance({"password_hash": make_password(form.cleaned_data["new_password"])})
