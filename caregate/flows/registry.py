@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from caregate.flows.change_email import CHANGE_EMAIL
+from caregate.flows.change_phone import CHANGE_PHONE
 from caregate.flows.email_login import EMAIL_LOGIN
 from caregate.flows.engine import Flow
 from caregate.flows.forgot_password import FORGOT_PASSWORD
@@ -20,3 +22,5 @@ FLOWS: dict[str, Flow] = {
         FORGOT_PASSWORD,
     ]
 }
+# Setup → My Account (started only by a signed-in user: caregate/portal/my_account.py).
+FLOWS.update({flow.name: flow for flow in [CHANGE_PHONE, CHANGE_EMAIL]})

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 
+from django.conf import settings
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.timezone import localtime
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.delivery.email import describe_seconds
 from caregate.flows import keys
 from caregate.flows.engine import Render, Result
 from caregate.flows.stages.credentials import UserCheck
+from caregate.portal.notices import notify
 from caregate.security import sessions
+from caregate.security.client import client_ip
 from caregate.verification import remember
 from caregate.verification.models import RememberedBrowser
 
@@ -53,7 +58,22 @@ def sign_in(
         entry = remember.remember(request, response, user, remember_as)
         remember.note_token(request, entry)
         record("remember.set", "success", request=request, user=user, method=remember_as)
+        notify_remembered(request, user, entry)
     return response
+
+
+def notify_remembered(request: HttpRequest, user: User, entry: RememberedBrowser) -> None:
+    """The security notice for a new remembered browser: it skips the password and the
+    code, so a browser the user did not choose to remember must be seen (and ended)."""
+    notify(
+        user,
+        "New remembered browser",
+        f"A browser at address {client_ip(request)} was remembered for LOGIN WITH "
+        f"{entry.method.upper()} on {localtime(entry.created_at):%m/%d/%Y %I:%M %p}. "
+        "Until it expires, that browser signs in without your password or a code. "
+        f"It expires after {describe_seconds(settings.CAREGATE_REMEMBER_ME_SECONDS)}; you "
+        "can end it sooner under Setup → My Account.",
+    )
 
 
 def active_user(user_id: int | None) -> User | None:

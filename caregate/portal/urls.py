@@ -1,6 +1,6 @@
 from django.urls import path
 
-from caregate.portal import views
+from caregate.portal import my_account, views
 
 app_name = "portal"
 urlpatterns = [
@@ -14,6 +14,13 @@ urlpatterns = [
     path("terms/", views.terms, name="terms"),
     path("unavailable/<slug:feature>/", views.not_available, name="not-available"),
     # Setup → My Account and Setup → Manage Users (issue #8): replaced by their views.
-    path("setup/my-account/", views.not_available, {"feature": "my-account"}, name="my-account"),
+    path("setup/my-account/", my_account.my_account, name="my-account"),
+    path(
+        "setup/my-account/change/<slug:what>/",
+        my_account.start_change,
+        name="my-account-change",
+    ),
+    path("setup/my-account/end-session/", my_account.end_session, name="my-account-end-session"),
+    path("setup/my-account/end-browser/", my_account.end_browser, name="my-account-end-browser"),
     path("setup/users/", views.not_available, {"feature": "manage-users"}, name="manage-users"),
 ]
