@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from caregate.accounts.models import TermsVersion
 from caregate.audit.models import AuditEvent
+from caregate.delivery.email import describe_seconds
 from caregate.delivery.models import OutboxMessage
 from caregate.flows import keys
 from caregate.portal.models import Case, Message
@@ -82,7 +83,13 @@ def portal_data(email_user, make_org, make_user):
         organization=mine, recipient=colleague, subject="For a colleague", body="d"
     )
     Message.objects.create(organization=other_org, subject="Foreign news", body="e")
-    return {"everyone": everyone, "already": already, "personal": personal}
+    return {
+        "everyone": everyone,
+        "already": already,
+        "personal": personal,
+        "mine": mine,
+        "other_org": other_org,
+    }
 
 
 # --- home, cases, messages --------------------------------------------------------------
@@ -113,6 +120,15 @@ def test_home_counters_and_table_are_the_users_organization_only(signed_in, port
     assert "Foreign" not in page
 
 
+def test_new_messages_counter_says_one_message_and_two_messages(signed_in, email_user):
+    organization = email_user.organization
+    Message.objects.create(organization=organization, subject="First", body="a")
+    page = signed_in.get("/home/").content.decode()
+    assert "1 NEW MESSAGE<" in page and "1 NEW MESSAGES" not in page
+    Message.objects.create(organization=organization, subject="Second", body="b")
+    assert "2 NEW MESSAGES<" in signed_in.get("/home/").content.decode()
+
+
 def test_home_without_data(signed_in):
     page = signed_in.get("/home/").content.decode()
     assert "0 NEW MESSAGES" in page
@@ -135,9 +151,20 @@ def test_cases_lists_only_the_organizations_cases(signed_in, portal_data):
         ("p-n2", ["C-N2"]),
         ("C-N", []),  # whole numbers only, not prefixes
         ("X-W0", []),  # another organization's case
+        ("100202", ["C-100202"]),  # the number without its prefix
+        ("c-100202", ["C-100202"]),
+        ("C100202", []),  # a prefix that is not the case's is not guessed at
+        ("5502", ["C-100202"]),  # a program number without its prefix
+        ("10020", []),  # still whole numbers only
+        ("00202", []),
+        ("900900", []),  # another organization's case, by its digits
+        (".*", []),  # not a pattern
+        ("1|2", []),
     ],
 )
 def test_case_search_by_case_or_program_number(signed_in, portal_data, query, found):
+    add_case(portal_data["mine"], "C-100202", "wip", program="P-5502")
+    add_case(portal_data["other_org"], "X-900900", "wip", name="Foreign Digits")
     response = signed_in.get("/cases/", {"q": query})
     assert response.status_code == 200
     assert sorted(c.case_number for c in response.context["cases"]) == found
@@ -432,3 +459,214 @@ def test_session_without_clocks_is_signed_out(email_user):
     response = client.get("/home/")
     assert response.status_code == 302 and response.url == "/"
     assert SESSION_KEY not in client.session
+
+
+# --- the portal shell (issue #8's loose ends) ------------------------------------------
+
+GUIDE_MENU = [
+    "HOME",
+    "CASES",
+    "CREATE CASE",
+    "CONSUMERS",
+    "SETUP",
+    "MESSAGE CENTER",
+    "REPORTS",
+    "Help",
+]
+NAV = re.compile(r'<nav class="portal-nav" aria-label="Portal">(.*?)</nav>', re.S)
+NAV_LINK = re.compile(r'<a href="([^"]*)"[^>]*>([^<]+)</a>')
+MODULE_SETTINGS = {
+    "create-case": "CAREGATE_CREATE_CASE_URL",
+    "consumers": "CAREGATE_CONSUMERS_URL",
+    "reports": "CAREGATE_REPORTS_URL",
+}
+
+
+def nav_links(page: str) -> list[tuple[str, str]]:
+    match = NAV.search(page)
+    assert match, "no portal navigation"
+    return [(label, href) for href, label in NAV_LINK.findall(match.group(1))]
+
+
+def in_shell(page: str, user) -> bool:
+    """Rendered inside the portal: the navigation, the user's name, Sign out."""
+    return bool(NAV.search(page)) and user.display_name in page and "Sign out" in page
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_navigation_shows_the_guides_whole_menu(signed_in, settings, configured):
+    for setting in MODULE_SETTINGS.values():
+        setattr(settings, setting, "https://modules.example/x" if configured else "")
+    for path in ["/home/", "/cases/", "/messages/", "/help/", "/setup/"]:
+        page = signed_in.get(path).content.decode()
+        assert [label for label, _ in nav_links(page)] == GUIDE_MENU, path
+
+
+def test_unconfigured_module_opens_a_page_inside_the_shell_that_says_so(
+    signed_in, email_user, settings
+):
+    for setting in MODULE_SETTINGS.values():
+        setattr(settings, setting, "")
+    links = dict(nav_links(signed_in.get("/home/").content.decode()))
+    for label, slug in [("CREATE CASE", "create-case"), ("CONSUMERS", "consumers")]:
+        assert links[label] == f"/modules/{slug}/"
+    assert links["REPORTS"] == "/modules/reports/"
+    response = signed_in.get("/modules/reports/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "REPORTS is not configured at this portal" in page
+    assert in_shell(page, email_user)
+    assert '<a href="/modules/reports/" aria-current="page">REPORTS</a>' in page
+
+
+def test_configured_module_links_to_its_address(signed_in, settings):
+    settings.CAREGATE_CREATE_CASE_URL = "https://cases.example/new"
+    settings.CAREGATE_CONSUMERS_URL = ""
+    links = dict(nav_links(signed_in.get("/home/").content.decode()))
+    assert links["CREATE CASE"] == "https://cases.example/new"
+    assert links["CONSUMERS"] == "/modules/consumers/"
+    # An old bookmark of the placeholder goes on to the configured address.
+    response = signed_in.get("/modules/create-case/")
+    assert response.status_code == 302 and response.url == "https://cases.example/new"
+
+
+def test_module_pages_cannot_be_made_to_redirect_anywhere(signed_in, settings):
+    """Open-redirect attempts: only the three configured modules exist."""
+    settings.CAREGATE_REPORTS_URL = "https://reports.example/"
+    for path in [
+        "/modules/evil/",
+        "/modules/https:--evil.example/",
+        "/modules/reports/?next=https://evil.example/",
+    ]:
+        response = signed_in.get(path)
+        if response.status_code == 302:
+            assert response.url == "https://reports.example/"
+        else:
+            assert response.status_code == 404
+
+
+def test_module_pages_and_setup_require_sign_in(client):
+    for path in ["/setup/", "/modules/reports/", "/modules/create-case/"]:
+        response = client.get(path)
+        assert response.status_code == 302 and response.url.startswith("/?next="), path
+
+
+def test_setup_opens_inside_the_portal_with_my_account(signed_in, email_user):
+    response = signed_in.get("/setup/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert in_shell(page, email_user)
+    assert "<h1>Setup</h1>" in page
+    assert '<a href="/setup/my-account/">My Account</a>' in page
+    assert "Manage Users" not in page  # a standard user has no Manage Users
+    assert '<a href="/setup/" aria-current="page">SETUP</a>' in page
+    assert "Back to the login page" not in page
+
+
+def test_setup_shows_manage_users_to_the_provider_administrator(signed_in, email_user):
+    email_user.is_org_admin = True
+    email_user.save(update_fields=["is_org_admin"])
+    page = signed_in.get("/setup/").content.decode()
+    assert '<a href="/setup/users/">Manage Users</a>' in page
+    assert '<a href="/setup/my-account/">My Account</a>' in page
+
+
+def test_setup_needs_the_terms_first(signed_in):
+    TermsVersion.objects.create(version="v1", text="Be nice.", published_at=timezone.now())
+    response = signed_in.get("/setup/")
+    assert response.status_code == 302 and response.url == "/terms/"
+
+
+def test_not_yet_available_setup_pages_stay_inside_the_portal(signed_in, email_user):
+    # The placeholder a Setup page shows until its own view exists.
+    for path in ["/unavailable/my-account/", "/unavailable/manage-users/"]:
+        page = signed_in.get(path).content.decode()
+        assert in_shell(page, email_user), path
+        assert "Back to Setup" in page and "Back to the login page" not in page
+
+
+def test_not_available_pages_outside_the_portal_lead_to_the_login_page(client):
+    page = client.get("/unavailable/forgot-password/").content.decode()
+    assert 'href="/">Back to the login page</a>' in page
+    assert "portal-nav" not in page
+
+
+BRAND_LINK = re.compile(r'<a class="brand" href="([^"]+)"')
+
+
+def test_header_logo_links_home_or_to_the_login_page(client, signed_in):
+    assert BRAND_LINK.search(Client().get("/trouble-logging-in/").content.decode()).group(1) == "/"
+    for path in ["/home/", "/setup/", "/cases/"]:
+        assert BRAND_LINK.search(signed_in.get(path).content.decode()).group(1) == "/home/"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/trouble-logging-in/",
+        "/trouble-logging-in/help/",
+        "/registration-error/",
+        "/registration-error/reset/",
+        "/unavailable/staff-login/",
+    ],
+)
+def test_every_page_outside_the_portal_has_a_way_back_to_the_login_page(client, db, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert '<a href="/">Back to the login page</a>' in page
+    assert BRAND_LINK.search(page).group(1) == "/"
+
+
+def test_pages_after_sending_keep_the_way_back(client, email_user):
+    page = client.post("/registration-error/reset/", {"username": "nobody"}).content.decode()
+    assert '<a href="/">Back to the login page</a>' in page
+    page = client.post(
+        "/trouble-logging-in/", {"email": email_user.email, "password": "Wrong-pass-1"}
+    ).content.decode()
+    assert '<a href="/">Back to the login page</a>' in page
+
+
+def test_flow_pages_have_cancel_back_to_the_login_page(client, db):
+    client.post("/login/start/", {"method": "email"})
+    page = client.get("/email-login/credentials/").content.decode()
+    assert 'href="/email-login/cancel/"' in page
+    assert BRAND_LINK.search(page).group(1) == "/"
+    response = client.get("/email-login/cancel/")
+    assert response.status_code == 302 and response.url == "/"
+
+
+# --- lifetimes, as people say them -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (1, "1 second"),
+        (30, "30 seconds"),
+        (60, "1 minute"),
+        (90, "1 minute and 30 seconds"),
+        (600, "10 minutes"),
+        (1200, "20 minutes"),
+        (3600, "1 hour"),
+        (5400, "1 hour and 30 minutes"),
+        (3661, "1 hour, 1 minute and 1 second"),
+        (14400, "4 hours"),
+        (0, "0 seconds"),
+        (-5, "0 seconds"),
+    ],
+)
+def test_lifetimes_are_said_the_way_people_say_them(seconds, said):
+    assert describe_seconds(seconds) == said
+
+
+def test_code_page_and_email_say_the_lifetime_alike(client, email_user, settings):
+    """A 10-minute code: "10 minutes" in the email, minutes (not 600 seconds) on the page."""
+    settings.CAREGATE_EMAIL_LOGIN_CODE_SECONDS = 600
+    client.post("/login/start/", {"method": "email"})
+    client.post("/email-login/credentials/", {"email": email_user.email, "password": PASSWORD})
+    page = client.post("/email-login/email-code/", {"action": "send"}).content.decode()
+    email = OutboxMessage.objects.get(to=email_user.email)
+    assert "The code expires in 10 minutes" in email.body
+    assert re.search(r"This code expires in (10 minutes|9 minutes and \d+ seconds) \(at ", page)
+    assert "600 seconds" not in page and "599 seconds" not in page

@@ -2,22 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.urls import reverse
+
+from caregate.portal.forms import CaseSearchForm
+
+
+@dataclass(frozen=True)
+class Module:
+    """A menu item served by another application, at an address the operator configures."""
+
+    label: str
+    slug: str
+    setting: str
+
+    @property
+    def address(self) -> str:
+        return getattr(settings, self.setting) or ""
+
+
+# The guide's menu: HOME, CASES, CREATE CASE, CONSUMERS, SETUP, MESSAGE CENTER, REPORTS, Help.
+EXTERNAL_MODULES = {
+    module.slug: module
+    for module in (
+        Module("CREATE CASE", "create-case", "CAREGATE_CREATE_CASE_URL"),
+        Module("CONSUMERS", "consumers", "CAREGATE_CONSUMERS_URL"),
+        Module("REPORTS", "reports", "CAREGATE_REPORTS_URL"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    url: str
+
+
+def _module_url(slug: str) -> str:
+    # An unconfigured module keeps its place in the menu and opens a page that says so,
+    # inside the portal, rather than vanishing (users follow the guide's menu).
+    return EXTERNAL_MODULES[slug].address or reverse("portal:module", args=[slug])
+
+
+def portal_nav() -> list[NavItem]:
+    return [
+        NavItem("HOME", reverse("portal:home")),
+        NavItem("CASES", reverse("portal:cases")),
+        NavItem("CREATE CASE", _module_url("create-case")),
+        NavItem("CONSUMERS", _module_url("consumers")),
+        NavItem("SETUP", reverse("portal:setup")),
+        NavItem("MESSAGE CENTER", reverse("portal:messages")),
+        NavItem("REPORTS", _module_url("reports")),
+        NavItem("Help", reverse("portal:help")),
+    ]
 
 
 def branding(request: HttpRequest) -> dict[str, Any]:
-    external = [
-        ("CREATE CASE", settings.CAREGATE_CREATE_CASE_URL),
-        ("CONSUMERS", settings.CAREGATE_CONSUMERS_URL),
-        ("REPORTS", settings.CAREGATE_REPORTS_URL),
-    ]
     return {
         "brand": settings.CAREGATE_BRAND_NAME,
         "portal_name": settings.CAREGATE_PORTAL_NAME,
         "support_phone": settings.CAREGATE_SUPPORT_PHONE,
-        "external_modules": {label: url for label, url in external if url},
+        "portal_nav": portal_nav(),
+        # The header's case search on every portal page; a view's own (bound) form wins.
+        "search_form": CaseSearchForm(),
         "dev_outbox": settings.CAREGATE_DEV_OUTBOX,
     }

@@ -53,8 +53,23 @@ def saved_not_submitted(user: User) -> QuerySet[Case]:
     )
 
 
+def number_matches(field: str, query: str) -> Q:
+    """The whole number typed, or its digits without the letter prefix: "C-100202",
+    "c-100202" and "100202" all find case C-100202 (people read the number off a letter or
+    a phone call without the prefix). Still whole numbers only: "1002" finds nothing."""
+    exact = Q(**{f"{field}__iexact": query})
+    if not query.isascii() or not query.isdigit():
+        return exact
+    # The query is digits only, so it is safe inside the pattern as it stands.
+    return exact | Q(**{f"{field}__iregex": rf"^[a-z]+[- ]?{query}$"})
+
+
 def search_cases(user: User, query: str) -> QuerySet[Case]:
     query = query.strip()
     if not query:
         return cases_for(user).order_by("-last_modified")
-    return cases_for(user).filter(Q(case_number__iexact=query) | Q(program_number__iexact=query))
+    return (
+        cases_for(user)
+        .filter(number_matches("case_number", query) | number_matches("program_number", query))
+        .order_by("-last_modified")
+    )

@@ -13,6 +13,8 @@ urlpatterns = [
     path("help/", views.help_page, name="help"),
     path("terms/", views.terms, name="terms"),
     path("unavailable/<slug:feature>/", views.not_available, name="not-available"),
+    path("setup/", views.setup, name="setup"),
+    path("modules/<slug:slug>/", views.module, name="module"),
     # Setup → My Account and Setup → Manage Users (issue #8): replaced by their views.
     path("setup/my-account/", my_account.my_account, name="my-account"),
     path(

@@ -8,7 +8,7 @@ from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -18,6 +18,7 @@ from caregate.flows.email_login import EMAIL_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
 from caregate.flows.signin import sign_in
 from caregate.portal import queries
+from caregate.portal.context import EXTERNAL_MODULES
 from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm, LoginOptionsForm
 from caregate.security import sessions
@@ -148,6 +149,32 @@ def help_page(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/help.html", {"search_form": CaseSearchForm(), "active": "Help"})
 
 
+@portal_page
+def setup(request: HttpRequest) -> HttpResponse:
+    """SETUP: My Account for everyone, Manage Users for the provider administrator."""
+    return render(
+        request,
+        "portal/setup.html",
+        {"active": "SETUP", "manage_users": request.user.is_org_admin},
+    )
+
+
+@portal_page
+def module(request: HttpRequest, slug: str) -> HttpResponse:
+    """CREATE CASE, CONSUMERS, REPORTS: modules of other applications, at configured
+    addresses. Without one the menu item still opens, on a page that says so."""
+    found = EXTERNAL_MODULES.get(slug)
+    if found is None:
+        raise Http404
+    if found.address:
+        return redirect(found.address)  # the operator's setting, never a request value
+    return render(
+        request,
+        "portal/module_not_configured.html",
+        {"active": found.label, "module": found, "title": found.label},
+    )
+
+
 @login_required
 def terms(request: HttpRequest) -> HttpResponse:
     """Terms of Use: "I have read and agree to these terms of use." + CONTINUE."""
@@ -171,14 +198,30 @@ FEATURES = {
     "my-account": "My Account",
     "manage-users": "Manage Users",
 }
+# Pages of the portal itself: shown inside the shell (header, menu, the user's name).
+IN_PORTAL = {"setup", "my-account", "manage-users"}
 
 
 def not_available(request: HttpRequest, feature: str) -> HttpResponse:
-    """A plain page for guide sections whose flows have not been built yet."""
+    """A page for guide sections whose flows have not been built yet.
+
+    A signed-in user who has accepted the terms sees it inside the portal, with its menu,
+    instead of a bare page whose only way on is the login page.
+    """
     title = FEATURES.get(feature)
     if title is None:
         return render(request, "404.html", status=404)
-    return render(request, "portal/not_available.html", {"title": title})
+    in_portal = (
+        feature in IN_PORTAL
+        and request.user.is_authenticated
+        and needs_terms(request.user) is None
+    )
+    context = {
+        "title": title,
+        "base_template": "portal_base.html" if in_portal else "base.html",
+        "active": "SETUP" if in_portal else "",
+    }
+    return render(request, "portal/not_available.html", context)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
