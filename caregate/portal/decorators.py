@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
 
 from caregate.accounts.terms import needs_terms
+from caregate.portal.forms import CaseSearchForm
 
 View = Callable[..., HttpResponse]
 
@@ -24,3 +25,27 @@ def portal_page(view: View) -> View:
         return view(request, *args, **kwargs)
 
     return login_required(wrapper)
+
+
+def org_admin_page(view: View) -> View:
+    """A portal page for provider administrators only (Setup → Manage Users).
+
+    ``request.user`` is read from the database on every request, so an administrator whose
+    role was removed (or who was deactivated) loses these pages at their next request. A
+    standard user gets 403, the same answer for every address under it, so the pages tell
+    nothing about which user ids exist.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        user = request.user
+        if not (user.is_org_admin and user.organization_id is not None):
+            return render(
+                request,
+                "portal/manage_users/denied.html",
+                {"search_form": CaseSearchForm(), "active": "SETUP"},
+                status=403,
+            )
+        return view(request, *args, **kwargs)
+
+    return portal_page(wrapper)
