@@ -1,6 +1,6 @@
 from django.urls import path
 
-from caregate.portal import my_account, views
+from caregate.portal import manage_users, my_account, views
 
 app_name = "portal"
 urlpatterns = [
@@ -24,5 +24,11 @@ urlpatterns = [
     ),
     path("setup/my-account/end-session/", my_account.end_session, name="my-account-end-session"),
     path("setup/my-account/end-browser/", my_account.end_browser, name="my-account-end-browser"),
-    path("setup/users/", views.not_available, {"feature": "manage-users"}, name="manage-users"),
+    path("setup/users/", manage_users.user_list, name="manage-users"),
+    path("setup/users/<int:user_id>/", manage_users.user_detail, name="manage-user"),
+    path(
+        "setup/users/<int:user_id>/<slug:action>/",
+        manage_users.confirm_action,
+        name="manage-user-action",
+    ),
 ]
