@@ -20,13 +20,11 @@ from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
-from caregate.flows.events import record_step
 from caregate.flows.forms import EmailForm
 from caregate.flows.registration_links import send_registration_link
-from caregate.flows.stages.email_code import TOO_MANY_SENDS, EmailCode
-from caregate.security.client import client_ip
+from caregate.flows.stages.email_code import EmailCode
 from caregate.verification import ratelimit
-from caregate.verification.codes import ResendCooldown, SendBudgetSpent
+from caregate.verification.codes import IssuedCode
 from caregate.verification.models import VerificationCode
 
 UNREGISTERED_TEMPLATE = "flows/forgot_password_unregistered.html"
@@ -53,46 +51,26 @@ class AccountEmailCode(EmailCode):
 
     # -- sending: the same for every address, delivered only to an account's --
     def _send(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
-        if own.get("verified"):
-            return super()._send(request, state, own)
-        if not own.get("sent"):
+        if not own.get("sent") and not own.get("verified"):
             form = EmailForm(request.POST)
-            if not form.is_valid():
-                return super()._send(request, state, own)  # the form's errors
-            account = find_account(form.cleaned_data["email"])
-            if account is not None:
-                state.data["user_id"] = account.pk
-            else:
-                state.data.pop("user_id", None)
-                own["email"] = form.cleaned_data["email"]
-        if state.data.get("user_id"):
-            return super()._send(request, state, own)
-        return self._send_nowhere(request, state, own)
+            if form.is_valid():
+                account = find_account(form.cleaned_data["email"])
+                if account is not None:
+                    state.data["user_id"] = account.pk
+                else:
+                    state.data.pop("user_id", None)
+        # EmailCode's own send for every address (the same cooldown, budgets, page and
+        # messages); only deliver() below tells the two apart, and it says nothing.
+        return super()._send(request, state, own)
 
-    def _send_nowhere(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
-        """What EmailCode._send does, minus the email: the same cooldown, the same budgets
-        (per address and per client), the same page; the code row exists (so the countdown
-        and "Send new code" behave alike) but holds no hash any code can match."""
-        email = own["email"]
-        budget = [
-            ("code-send:destination", email),
-            ("code-send:client", client_ip(request)),
-        ]
-        try:
-            issued = self.verifier(state).issue(
-                "email", email, within_budget=lambda: ratelimit.hit_all(budget)
-            )
-        except ResendCooldown as wait:
-            error = f"Please wait {wait.seconds_left} seconds before asking for a new code."
-            return self._render(state, own, error=error)
-        except SendBudgetSpent:
-            record_step(request, state, "code.send", "throttled", channel="email")
-            return self._render(state, own, error=TOO_MANY_SENDS)
-        # An empty hash never equals an HMAC: no typed code verifies for this address.
+    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> bool:
+        if state.data.get("user_id"):
+            return super().deliver(state, email, issued)
+        # No account (or a disabled one): nothing is sent, and the code row keeps no hash
+        # a code can match (an empty hash never equals an HMAC), so none ever verifies.
         VerificationCode.objects.filter(pk=issued.record.pk).update(code_hash="")
-        own["sent"] = True
-        record_step(request, state, "code.send", "no-account", channel="email")
-        return self._render(state, own, info=self.sent_message)
+        record("code.withheld", "no-account", flow=state.raw["flow"], channel="email")
+        return True
 
     # -- verified: the account goes on, or is told to complete its registration --
     def _verified(

@@ -21,6 +21,7 @@ from caregate.verification.codes import (
     CheckResult,
     CodeStatus,
     CodeVerifier,
+    IssuedCode,
     ResendCooldown,
     SendBudgetSpent,
 )
@@ -151,7 +152,7 @@ class EmailCode:
         except SendBudgetSpent:
             record_step(request, state, "code.send", "throttled", channel="email")
             return self._render(state, own, error=TOO_MANY_SENDS)
-        if not send_code_email(email, issued.code, self.lifetime):
+        if not self.deliver(state, email, issued):
             # Never delivered, so it must not block the retry with a cooldown.
             issued.record.delete()
             record_step(request, state, "code.send", "failed", channel="email")
@@ -182,6 +183,11 @@ class EmailCode:
                 return Advance({"verified_email": own["email"]})
             return self._render(state, own)
         return self._render(state, own, error=code_error(result))
+
+    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> bool:
+        """Email the code; False if it could not be sent. A flow whose page must not tell
+        which addresses have an account overrides this (see account_email.py)."""
+        return send_code_email(email, issued.code, self.lifetime)
 
     # -- page --
     def _render(
