@@ -45,7 +45,8 @@ def phone_user(make_user) -> User:
 def signed_in_as(user: User, *, remember: bool = False, agent: str = CHROME_WINDOWS) -> Client:
     client = Client(HTTP_USER_AGENT=agent)
     login = phone_login if user.mfa_method == "phone" else email_login
-    response = login(client, user, remember=remember)
+    extra = {"to": user.phone_number} if user.mfa_method == "phone" else {}
+    response = login(client, user, remember=remember, **extra)
     assert response.status_code == 302 and response.url == "/home/", response
     return client
 
