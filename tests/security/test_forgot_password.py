@@ -140,6 +140,23 @@ def test_phone_reset_reaches_home_only_through_the_phone(client: Client, phone_u
     assert unchanged(phone_user) and not is_signed_in(client)
 
 
+def test_a_code_sent_to_an_address_the_account_no_longer_has_is_refused(
+    client: Client, email_user
+) -> None:
+    """The account's email changed after the code went out (My Account, an administrator):
+    the old mailbox's code does not reset the account."""
+    begin(client)
+    send(client, email_user.email)
+    code = email_code(email_user.email)
+    email_user.email = "moved@clinic.example"
+    email_user.save()
+    client.post(EMAIL_CODE, {"action": "verify", "code": code})
+    response = client.post(EMAIL_CODE, {"action": "continue"})
+    assert response.status_code == 302 and response.url == "/"
+    assert client.get(NEW_PASSWORD).url == "/"
+    assert unchanged(email_user) and not is_signed_in(client)
+
+
 # --- replay and concurrency -----------------------------------------------------------------
 
 
