@@ -11,8 +11,9 @@ from django.test import Client
 from caregate.accounts.models import SignedInSession, User
 from caregate.delivery.models import OutboxMessage
 from caregate.portal.models import Message
-from caregate.portal.my_account import describe_device
+from caregate.portal.my_account import describe_device, describe_method
 from caregate.verification.models import RememberedBrowser
+from tests import flowstate
 from tests.phone_steps import PHONE, email_login, is_signed_in, phone_login, sms_code, text
 from tests.registration_steps import email_code
 
@@ -89,7 +90,7 @@ def test_page_shows_the_email_method_masked_and_this_session(email_user):
     local, _, _ = email_user.email.partition("@")
     assert f"LOGIN METHOD Email ({local[0]}***@e***.com)" in page
     assert email_user.email not in page  # masked, never the whole address
-    assert "Chrome on Windows" in page
+    assert "Chrome on Windows" in page and "LOGIN WITH EMAIL" in page
     assert "This browser (use Sign out to end it)" in page
     assert "Change phone number" not in page and "Use a phone number instead" in page
     assert "Change email address" in page
@@ -131,6 +132,20 @@ def test_page_needs_sign_in(client):
 )  # fmt: skip
 def test_describe_device(agent, device):
     assert describe_device(agent) == device
+
+
+@pytest.mark.parametrize(
+    ("method", "shown"),
+    [
+        ("email", "LOGIN WITH EMAIL"),
+        ("phone", "LOGIN WITH PHONE"),
+        ("remembered-phone", "LOGIN WITH PHONE (Remember Me)"),
+        ("registration-email", "LOGIN WITH EMAIL"),
+        ("staff-sso", "staff-sso"),
+    ],
+)
+def test_describe_method(method, shown):
+    assert describe_method(method) == shown
 
 
 # -- changing the phone number -----------------------------------------------------------------
@@ -235,6 +250,17 @@ def test_a_wrong_current_code_is_refused(phone_user):
     response = client.post(PHONE_CURRENT, {"action": "verify-sms", "code": "12ab"})
     assert response.status_code == 200
     assert client.get(PHONE_NEW).url == PHONE_CURRENT  # still on the current factor
+
+
+def test_an_expired_change_starts_again_from_my_account(phone_user):
+    client = signed_in_as(phone_user)
+    client.post(CHANGE_PHONE)
+    flowstate.edit(client.session, "change-phone", lambda raw: raw.update(expires_at=0))
+    texts = OutboxMessage.objects.filter(channel="sms").count()
+    response = client.post(PHONE_CURRENT, {"action": "sms"})
+    assert response.url == MY_ACCOUNT
+    assert "This change took too long and has expired" in text(client.get(MY_ACCOUNT))
+    assert OutboxMessage.objects.filter(channel="sms").count() == texts  # nothing sent
 
 
 def test_cancel_returns_to_my_account(phone_user):

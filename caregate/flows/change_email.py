@@ -17,12 +17,13 @@ from caregate.accounts.models import CaregateUserManager, User
 from caregate.audit.log import record
 from caregate.flows.change_phone import (
     MY_ACCOUNT,
+    AccountFlow,
     CurrentFactor,
     owner,
     refuse,
     void_after_change,
 )
-from caregate.flows.engine import Flow, FlowState
+from caregate.flows.engine import FlowState
 from caregate.flows.registration_links import mask_email
 from caregate.flows.stages.email_code import EmailCode
 from caregate.portal.notices import notify
@@ -86,7 +87,7 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     return redirect(MY_ACCOUNT)
 
 
-CHANGE_EMAIL = Flow(
+CHANGE_EMAIL = AccountFlow(
     NAME,
     title="Change email address",
     stages=[

@@ -49,6 +49,22 @@ REMEMBERED_SESSION_ENDED = (
 )
 
 
+# The engine's restart messages speak of the login page; these flows start from My Account.
+_RESTART_WORDING = {
+    "Please start again from the login page.": "Please start again from My Account.",
+    "Your sign-in took too long and has expired. Please start again.": (
+        "This change took too long and has expired. Please start again from My Account."
+    ),
+}
+
+
+class AccountFlow(Flow):
+    """A flow that a signed-in user starts from My Account, and is sent back to."""
+
+    def restart(self, request: HttpRequest, message: str) -> HttpResponse:
+        return super().restart(request, _RESTART_WORDING.get(message, message))
+
+
 def start_data(user: User) -> dict[str, Any]:
     """What a change starts with: who is signed in and their factors as they are now."""
     return {
@@ -191,7 +207,7 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     return redirect(MY_ACCOUNT)
 
 
-CHANGE_PHONE = Flow(
+CHANGE_PHONE = AccountFlow(
     NAME,
     title="Change phone number",
     stages=[

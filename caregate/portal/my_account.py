@@ -59,11 +59,23 @@ def describe_device(user_agent: str) -> str:
     return browser or system or "Unknown browser"
 
 
+def describe_method(method: str) -> str:
+    """How a session signed in, in the login page's words ("remembered-phone" → ...)."""
+    remembered = method.startswith("remembered-")
+    button = method.removeprefix("remembered-").removeprefix("registration-")
+    label = f"LOGIN WITH {button.upper()}" if button in {"phone", "email"} else method
+    return f"{label} (Remember Me)" if remembered else label
+
+
 @dataclass(frozen=True)
 class SessionRow:
     entry: SignedInSession
     device: str
     current: bool
+
+    @property
+    def method(self) -> str:
+        return describe_method(self.entry.method)
 
 
 @dataclass(frozen=True)
@@ -151,7 +163,7 @@ def end_session(request: HttpRequest) -> HttpResponse:
     )
     if not mine.exists() or not sessions.end_session(request.user, session_id):
         raise Http404
-    record("session.end", "success", request=request, user=request.user)
+    record("session.end", "success", request=request, user=request.user, session_id=session_id)
     messages.success(request, SESSION_ENDED)
     return redirect("portal:my-account")
 

@@ -117,6 +117,7 @@ def test_replaying_the_last_step_changes_nothing_more(phone_user):
     phone_user.save()
     response = client.post(PHONE_NEW, {"action": "verify-sms", "code": code})
     assert response.status_code == 302 and response.url == MY_ACCOUNT
+    assert "Please start again from My Account." in text(client.get(MY_ACCOUNT))
     phone_user.refresh_from_db()
     assert phone_user.phone_number == PHONE
     assert phone_changes() == 1
