@@ -14,7 +14,17 @@ from caregate.portal.models import Message
 from caregate.portal.my_account import describe_device, describe_method
 from caregate.verification.models import RememberedBrowser
 from tests import flowstate
-from tests.phone_steps import PHONE, email_login, is_signed_in, phone_login, sms_code, text
+from tests.phone_steps import (
+    PHONE,
+    answer,
+    email_login,
+    is_signed_in,
+    newest_call,
+    phone_login,
+    shown_call_code,
+    sms_code,
+    text,
+)
 from tests.registration_steps import email_code
 
 pytestmark = pytest.mark.django_db
@@ -199,6 +209,21 @@ def test_a_full_sign_in_session_stays_signed_in_after_the_change(phone_user):
     assert other.get("/home/").status_code == 302
     keys = SignedInSession.objects.filter(user=phone_user).values_list("session_key", flat=True)
     assert list(keys) == [client.session.session_key]
+
+
+def test_the_current_phone_can_be_proved_by_call_me(phone_user):
+    client = signed_in_as(phone_user)
+    client.post(CHANGE_PHONE)
+    page = client.post(PHONE_CURRENT, {"action": "call"})
+    assert "Answer the call to XXX-XXX-9885" in text(page)
+    said = answer(Client(), newest_call(PHONE), f"{shown_call_code(page)}#")
+    assert said["approved"] is True
+    assert client.get("/change-phone/call-status.json").json()["approved"] is True
+    response = client.post(PHONE_CURRENT, {"action": "check-call"})
+    assert response.status_code == 302 and response.url == PHONE_NEW
+    assert enroll_new_phone(client).url == MY_ACCOUNT
+    phone_user.refresh_from_db()
+    assert phone_user.phone_number == NEW_PHONE
 
 
 def test_email_user_switches_to_phone_with_an_email_code_first(email_user):
