@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from caregate.accounts.models import User
 from tests.browser.helpers import HOME_URL
@@ -41,6 +41,43 @@ def open_manage_users(page: Page, axe_check) -> None:
     page.get_by_role("link", name="Manage Users").click()
     expect(page.get_by_role("heading", name=re.compile(r"^Manage Users \(\d+\)$"))).to_be_visible()
     axe_check(page)
+
+
+def register_again_from_link(browser: Browser, base_url: str, member: User, axe_check) -> None:
+    """The user, in a browser of their own, follows the emailed link and registers again
+    (by email), then finds the reset notice in the Message Center."""
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(10_000)
+    user_page = context.new_page()
+    try:
+        user_page.goto(registration_link(member.email))
+        expect(user_page.get_by_text("dduck2021")).to_be_visible()
+        axe_check(user_page)
+        user_page.get_by_role("button", name="Continue").click()
+        expect(user_page.get_by_role("heading", name="LOGIN METHOD")).to_be_visible()
+        axe_check(user_page)
+        user_page.get_by_role("button", name="EMAIL", exact=True).click()
+        user_page.get_by_label("Email Address").fill(member.email)
+        axe_check(user_page)
+        user_page.get_by_role("button", name="Send verification code").click()
+        user_page.get_by_label("Verification code").fill(email_code(member.email))
+        axe_check(user_page)
+        user_page.get_by_role("button", name="Verify code").click()
+        expect(user_page.get_by_label("New Password", exact=True)).to_be_visible()
+        axe_check(user_page)
+        user_page.get_by_label("New Password", exact=True).fill(NEW_PASSWORD)
+        user_page.get_by_label("Confirm New Password").fill(NEW_PASSWORD)
+        user_page.get_by_role("button", name="Create").click()
+        expect(user_page).to_have_url(HOME_URL)
+        axe_check(user_page)
+        user_page.get_by_role("link", name="MESSAGE CENTER", exact=True).click()
+        expect(
+            user_page.get_by_role("heading", name="Your registration was reset")
+        ).to_be_visible()
+        axe_check(user_page)
+    finally:
+        user_page.wait_for_load_state("load")
+        context.close()
 
 
 def test_admin_resets_registration_and_the_user_registers_again(
@@ -77,33 +114,7 @@ def test_admin_resets_registration_and_the_user_registers_again(
     member.refresh_from_db()
     assert member.mfa_method == User.MfaMethod.NONE and member.phone_number == ""
 
-    # The user, in a browser of their own, follows the emailed link and registers again.
-    context = browser.new_context(base_url=live_server.url)
-    context.set_default_timeout(10_000)
-    user_page = context.new_page()
-    try:
-        user_page.goto(registration_link(member.email))
-        expect(user_page.get_by_text("dduck2021")).to_be_visible()
-        axe_check(user_page)
-        user_page.get_by_role("button", name="Continue").click()
-        expect(user_page.get_by_role("heading", name="LOGIN METHOD")).to_be_visible()
-        user_page.get_by_role("button", name="EMAIL", exact=True).click()
-        user_page.get_by_label("Email Address").fill(member.email)
-        user_page.get_by_role("button", name="Send verification code").click()
-        user_page.get_by_label("Verification code").fill(email_code(member.email))
-        user_page.get_by_role("button", name="Verify code").click()
-        user_page.get_by_label("New Password", exact=True).fill(NEW_PASSWORD)
-        user_page.get_by_label("Confirm New Password").fill(NEW_PASSWORD)
-        user_page.get_by_role("button", name="Create").click()
-        expect(user_page).to_have_url(HOME_URL)
-        user_page.get_by_role("link", name="MESSAGE CENTER", exact=True).click()
-        expect(
-            user_page.get_by_role("heading", name="Your registration was reset")
-        ).to_be_visible()
-        axe_check(user_page)
-    finally:
-        user_page.wait_for_load_state("load")
-        context.close()
+    register_again_from_link(browser, live_server.url, member, axe_check)
     member.refresh_from_db()
     assert member.mfa_method == User.MfaMethod.EMAIL
 
