@@ -4,6 +4,8 @@ role change do."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from django.contrib.auth import SESSION_KEY
 from django.test import Client
@@ -327,6 +329,17 @@ def test_reset_clears_the_registration_and_everything_it_guards(admin_client, ad
     page = admin_client.get(detail_url(member)).content.decode()
     assert "The registration of Daisey Duck (dduck2021) was reset." in page
     assert "Not registered" in page
+
+
+def test_the_admin_is_told_whether_the_link_email_went(admin_client, member, email_user):
+    post_action(admin_client, member.pk, "reset-registration")
+    page = admin_client.get(detail_url(member)).content.decode()
+    assert "They were emailed a link to register again; it works for 20 minutes." in page
+    with mock.patch.object(manage_users, "send_registration_link", return_value=False):
+        post_action(admin_client, email_user.pk, "reset-registration")
+    page = admin_client.get(detail_url(email_user)).content.decode()
+    assert "could not be sent" in page and "They were emailed" not in page
+    assert User.objects.get(pk=email_user.pk).mfa_method == User.MfaMethod.NONE
 
 
 def test_after_a_reset_the_emailed_link_registers_the_user_again(admin_client, member):

@@ -40,6 +40,7 @@ from caregate.security import sessions
 from caregate.verification.models import RememberedBrowser
 from caregate.verification.phones import mask_phone
 
+Note = tuple[int, str]  # a message level and text for the administrator
 PER_PAGE = 25
 SEARCH_MAX = 100
 # Fields a list row shows: the list never loads password hashes or contact details.
@@ -193,6 +194,11 @@ LAST_ADMIN = (
 )
 SELF = "You cannot {verb} your own account here: another provider administrator can."
 NOT_ADMIN = "You are no longer a provider administrator of this organization."
+LINK_SENT = "They were emailed a link to register again; it works for {lifetime}."
+LINK_NOT_SENT = (
+    "The email with the registration link could not be sent to {name}. They can register "
+    'again with "click here" on the login page, using their username and password.'
+)
 
 
 def _active_admins(org_id: int) -> QuerySet[User]:
@@ -212,14 +218,14 @@ def _void_access(target: User) -> None:
     RememberedBrowser.objects.filter(user=target).delete()
 
 
-def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], None]:
+def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note]:
     target.mfa_method = User.MfaMethod.NONE
     target.phone_number = ""
     target.mfa_registered_at = None
     target.save(update_fields=["mfa_method", "phone_number", "mfa_registered_at"])
     _void_access(target)
 
-    def tell() -> None:
+    def tell() -> Note:
         lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
         when = timezone.localtime().strftime("%m/%d/%Y %I:%M %p")
         notify(
@@ -230,7 +236,9 @@ def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], None
             f"follow the link we emailed you (it works for {lifetime}), or select "
             '"click here" on the login page and sign in with your username and password.',
         )
-        send_registration_link(target)
+        if send_registration_link(target):
+            return messages.INFO, LINK_SENT.format(lifetime=lifetime)
+        return messages.WARNING, LINK_NOT_SENT.format(name=_named(target))
 
     return tell
 
@@ -263,8 +271,9 @@ class Action:
     explanation: str
     done: str
     offered: Callable[[User], bool]  # whether the details page offers it for this user
-    # Returns what to do once the change is committed (emails), or None.
-    apply: Callable[[HttpRequest, User, User], Callable[[], None] | None]
+    # Returns what to do once the change is committed (emails), or None; that returns a
+    # note for the administrator (how the email went).
+    apply: Callable[[HttpRequest, User, User], Callable[[], Note] | None]
     refusal: Callable[[User], str] = lambda target: ""
 
 
@@ -286,7 +295,7 @@ ACTIONS: dict[str, Action] = {
             "remembered browsers are forgotten. They keep their password, and get an email "
             "with a link to register again; they can also use the link on the login page."
         ),
-        done="The registration of {name} was reset. They were emailed a link to register again.",
+        done="The registration of {name} was reset.",
         offered=lambda target: target.is_active,
         apply=_reset,
         refusal=_needs_active,
@@ -377,8 +386,8 @@ def _audit(request: HttpRequest, slug: str, outcome: str, admin: User, target_id
     )
 
 
-def _apply(request: HttpRequest, slug: str, user_id: int) -> tuple[User | None, str]:
-    """Make the change under the organization's lock; (target, refusal)."""
+def _apply(request: HttpRequest, slug: str, user_id: int) -> tuple[User | None, str, Note | None]:
+    """Make the change under the organization's lock; (target, refusal, note)."""
     action = ACTIONS[slug]
     with transaction.atomic():
         # The lock every change in this organization takes first: concurrent changes by two
@@ -386,13 +395,13 @@ def _apply(request: HttpRequest, slug: str, user_id: int) -> tuple[User | None, 
         Organization.objects.select_for_update().get(pk=request.user.organization_id)
         admin = User.objects.get(pk=request.user.pk)  # re-read under the lock
         if not (admin.is_active and admin.is_org_admin):
-            return None, NOT_ADMIN
+            return None, NOT_ADMIN, None
         target = _org_users(admin).select_for_update().filter(pk=user_id).first()
         if target is None:
             raise Http404("No such user in your organization.")
         refusal = refusal_for(slug, admin, target)
         if refusal:
-            return target, refusal
+            return target, refusal, None
         after = action.apply(request, admin, target)
         record(
             f"manage-users.{slug}",
@@ -405,9 +414,7 @@ def _apply(request: HttpRequest, slug: str, user_id: int) -> tuple[User | None, 
         )
     # Emails go once the change is committed (never for a change that rolled back), and
     # outside the lock: a slow mail server must not hold up the organization's changes.
-    if after is not None:
-        after()
-    return target, ""
+    return target, "", after() if after is not None else None
 
 
 @require_http_methods(["GET", "POST"])
@@ -425,7 +432,7 @@ def confirm_action(request: HttpRequest, user_id: int, action: str) -> HttpRespo
             _audit(request, action, "form-mismatch", admin, user_id)
             raise Http404("The confirmation does not match this user.")
         try:
-            target, refusal = _apply(request, action, user_id)
+            target, refusal, note = _apply(request, action, user_id)
         except Http404:
             _audit(request, action, "not-found", admin, user_id)
             raise
@@ -438,6 +445,8 @@ def confirm_action(request: HttpRequest, user_id: int, action: str) -> HttpRespo
             messages.error(request, refusal)
             return redirect("portal:manage-user", user_id=user_id)
         messages.success(request, spec.done.format(name=_named(target)))
+        if note is not None:
+            messages.add_message(request, *note)
         if target.pk == admin.pk and action == "remove-admin":
             return redirect("portal:home")  # no longer allowed on these pages
         return redirect("portal:manage-user", user_id=user_id)
