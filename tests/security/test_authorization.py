@@ -262,3 +262,13 @@ def test_an_admin_resetting_while_being_demoted_changes_nothing_after_the_demoti
         assert resets.get().pk < demoted.pk  # the reset came first, while still an admin
     else:
         assert not resets.exists()
+
+
+@pytest.mark.parametrize("suffix", ["", "reset-registration/", "deactivate/"])
+def test_another_organizations_id_and_a_missing_id_get_the_same_404(admin_client, victim, suffix):
+    """Probing ids tells nothing about which exist in other organizations."""
+    missing = User.objects.order_by("-pk").first().pk + 1000
+    existing = admin_client.get(f"/setup/users/{victim.pk}/{suffix}")
+    absent = admin_client.get(f"/setup/users/{missing}/{suffix}")
+    assert existing.status_code == absent.status_code == 404
+    assert existing.content == absent.content
