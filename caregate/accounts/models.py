@@ -12,6 +12,7 @@ from django.db.models.functions import Lower
 from django.utils.crypto import salted_hmac
 
 from caregate.accounts.hashers import after_failed_check
+from caregate.accounts.npi import is_valid_npi
 
 _PAYER_ID_SALT = "caregate.accounts.payer_id"  # also in migration accounts 0004
 
@@ -40,8 +41,9 @@ def payer_id_hashes(payer_id: str) -> list[str]:
 
 
 def describe_identifier(identifier: str) -> str:
-    """Name an NPI-or-payer-ID in a message: an NPI (digits) is public, a payer ID is not."""
-    return f"NPI {identifier}" if identifier.isdigit() else "this payer ID"
+    """Name an NPI-or-payer-ID in a message: a valid NPI is public, a payer ID (even one
+    made only of digits) is a secret and is not repeated."""
+    return f"NPI {identifier}" if is_valid_npi(identifier) else "this payer ID"
 
 
 class OrganizationQuerySet(models.QuerySet["Organization"]):

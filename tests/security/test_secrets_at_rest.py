@@ -147,3 +147,12 @@ def test_migration_replaces_clear_payer_ids_with_their_keyed_hash():
         columns = connection.introspection.get_table_description(cursor, "accounts_organization")
     assert "payer_id" not in {c.name for c in columns}
     assert PAYER_ID not in stored_text()
+
+
+def test_a_digits_only_payer_id_is_not_repeated_as_an_npi() -> None:
+    """A payer ID made only of digits is a secret too: messages name only valid NPIs."""
+    from caregate.accounts.models import describe_identifier
+
+    assert describe_identifier("1234567893") == "NPI 1234567893"  # a valid NPI is public
+    for payer_id in ["4471", "1234567890", "00012345678"]:
+        assert describe_identifier(payer_id) == "this payer ID"

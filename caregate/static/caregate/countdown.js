@@ -21,7 +21,20 @@
       window.clearInterval(handle);
       return;
     }
-    text.textContent = "This code expires in " + left + " second" + (left === 1 ? "" : "s") + ".";
+    text.textContent = "This code expires in " + describe(left) + ".";
+  }
+  // The server's words for a lifetime (delivery/email.py describe_seconds): "45 seconds",
+  // "10 minutes", "9 minutes and 59 seconds", never "599 seconds".
+  function describe(seconds) {
+    var units = [["hour", 3600], ["minute", 60], ["second", 1]];
+    var parts = [];
+    for (var i = 0; i < units.length; i += 1) {
+      var count = Math.floor(seconds / units[i][1]);
+      seconds -= count * units[i][1];
+      if (count) { parts.push(count + " " + units[i][0] + (count === 1 ? "" : "s")); }
+    }
+    if (parts.length <= 1) { return parts[0] || "0 seconds"; }
+    return parts.slice(0, -1).join(", ") + " and " + parts[parts.length - 1];
   }
   var handle = window.setInterval(tick, 500);
   tick();
