@@ -248,6 +248,11 @@ CAREGATE_RATE_LIMITS = {
     "code-send:destination": (env_int("CAREGATE_SEND_LIMIT_PER_DESTINATION", 10), 3600),
     "code-send:client": (env_int("CAREGATE_SEND_LIMIT_PER_CLIENT", 30), 3600),
     "code-verify:client": (env_int("CAREGATE_VERIFY_LIMIT_PER_CLIENT", 60), 900),
+    # Forgot password: its own budgets, so resets asked for someone else's address cannot
+    # use up the codes that address's owner needs to sign in.
+    "reset-send:account": (env_int("CAREGATE_RESET_SEND_LIMIT_PER_ACCOUNT", 5), 3600),
+    "reset-send:destination": (env_int("CAREGATE_RESET_SEND_LIMIT_PER_DESTINATION", 5), 3600),
+    "reset-send:client": (env_int("CAREGATE_RESET_SEND_LIMIT_PER_CLIENT", 20), 3600),
 }
 
 # --- the rest -------------------------------------------------------------------------

@@ -89,6 +89,7 @@ FORGOT_PASSWORD = Flow(
         AccountEmailCode(  # Email Address → Send verification code → Verify code → Continue
             purpose="forgot-password",
             prefilled=False,
+            send_budget="reset-send",
             sent_message="Verification code has been sent. Please copy it to the input box below.",
             verified_message="E-mail address verified. You can now continue.",
             template="flows/forgot_password_email.html",

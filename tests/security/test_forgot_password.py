@@ -27,7 +27,7 @@ from caregate.verification.models import VerificationCode
 from tests import flowstate
 from tests.conftest import PASSWORD
 from tests.phone_steps import EMAIL_CODE as LOGIN_EMAIL_CODE
-from tests.phone_steps import EMAIL_CREDENTIALS, sms_code, start, text
+from tests.phone_steps import EMAIL_CREDENTIALS, email_login, sms_code, start, text
 from tests.security.test_enumeration import neutral
 from tests.test_forgot_password import (
     EMAIL_CODE,
@@ -295,8 +295,8 @@ def test_a_registered_address_gets_the_same_pages_as_any_other(
 ) -> None:
     settings.CAREGATE_RATE_LIMITS = {
         **django_settings.CAREGATE_RATE_LIMITS,
-        "code-send:destination": (3, 3600),
-        "code-send:client": (1000, 3600),
+        "reset-send:destination": (3, 3600),
+        "reset-send:client": (1000, 3600),
     }
     known = make_user(email="known@clinic.example")
     other = "nobody@clinic.example"
@@ -318,9 +318,25 @@ def test_the_send_budget_of_an_address_holds_for_unknown_addresses(client, setti
     settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
     settings.CAREGATE_RATE_LIMITS = {
         **django_settings.CAREGATE_RATE_LIMITS,
-        "code-send:destination": (2, 3600),
+        "reset-send:destination": (2, 3600),
     }
     begin(client)
     send(client, "nobody@clinic.example")
     client.post(EMAIL_CODE, {"action": "resend"})
     assert TOO_MANY_SENDS in text(client.post(EMAIL_CODE, {"action": "resend"}))
+
+
+def test_resets_asked_for_a_victims_address_do_not_stop_their_email_login(
+    email_user, settings
+) -> None:
+    """Found by the attacker review: eleven resets for the victim's address used up the
+    email-login budget, and the victim could not get a sign-in code for an hour."""
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
+    attacker = Client()
+    begin(attacker)
+    send(attacker, email_user.email)
+    for _ in range(15):
+        attacker.post(EMAIL_CODE, {"action": "resend"})
+    assert TOO_MANY_SENDS in text(attacker.post(EMAIL_CODE, {"action": "resend"}))
+    victim = Client()
+    assert email_login(victim, email_user).url == "/home/"

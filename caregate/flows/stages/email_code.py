@@ -71,6 +71,10 @@ class EmailCode:
     purpose: str
     lifetime_setting: str = "CAREGATE_EMAIL_CODE_SECONDS"
     prefilled: bool = True
+    # The rate-limit scopes of the sends (<budget>:account, :destination, :client). A flow
+    # anyone can start for any address (Forgot password) has budgets of its own, so that
+    # spending them cannot stop the address's owner from signing in.
+    send_budget: str = "code-send"
     intro: str = "Verification is necessary. Please click Send button."
     sent_message: str = (
         "Verification code has been sent to your inbox. Please copy it to the input box below."
@@ -138,9 +142,9 @@ class EmailCode:
         email = own.get("email", "")
         user_id = state.data.get("user_id")
         budget = [
-            ("code-send:account", str(user_id or "")),
-            ("code-send:destination", email),
-            ("code-send:client", client_ip(request)),
+            (f"{self.send_budget}:account", str(user_id or "")),
+            (f"{self.send_budget}:destination", email),
+            (f"{self.send_budget}:client", client_ip(request)),
         ]
         try:
             issued = self.verifier(state).issue(
