@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from caregate.flows.engine import Flow, FlowState
-from caregate.flows.signin import active_user, require_mfa_method, sign_in
+from caregate.flows.signin import checked_user, require_mfa_method, sign_in
 from caregate.flows.stages.credentials import Credentials
 from caregate.flows.stages.email_code import EmailCode
 
@@ -18,7 +18,7 @@ NAME = "email-login"
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
-    user = active_user(state.data.get("user_id"))
+    user = checked_user(state)
     if user is None:
         return EMAIL_LOGIN.restart(request, "Please sign in again.")
     remember_as = "email" if state.data.get("remember_me") else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from caregate.flows.engine import Flow, FlowState
-from caregate.flows.signin import active_user, require_mfa_method, sign_in
+from caregate.flows.signin import checked_user, require_mfa_method, sign_in
 from caregate.flows.stages.credentials import Credentials
 from caregate.flows.stages.phone_challenge import PhoneChallenge
 
@@ -18,7 +18,7 @@ NAME = "phone-login"
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
-    user = active_user(state.data.get("user_id"))
+    user = checked_user(state)
     if user is None or user.phone_number != state.data.get("phone_verified"):
         return PHONE_LOGIN.restart(request, "Please sign in again.")
     remember_as = "phone" if state.data.get("remember_me") else ""

@@ -8,13 +8,14 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.crypto import constant_time_compare
 from django.utils.timezone import localtime
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.flows import keys
-from caregate.flows.engine import Render, Result
+from caregate.flows.engine import FlowState, Render, Result
 from caregate.flows.stages.credentials import UserCheck
 from caregate.portal.notices import notify
 from caregate.security import sessions
@@ -74,6 +75,17 @@ def notify_remembered(request: HttpRequest, user: User, entry: RememberedBrowser
         f"It expires after {describe_seconds(settings.CAREGATE_REMEMBER_ME_SECONDS)}; you "
         "can end it sooner under Setup → My Account.",
     )
+
+
+def checked_user(state: FlowState) -> User | None:
+    """The user whose password this sign-in attempt checked, if still active and in the
+    same security state: a password reset, a Reset Registration or a new phone since the
+    password step ends the attempt (its password may be the one that leaked)."""
+    user = active_user(state.data.get("user_id"))
+    mark = state.data.get("security_mark", "")
+    if user is None or not constant_time_compare(mark, remember.fingerprint(user)):
+        return None
+    return user
 
 
 def active_user(user_id: int | None) -> User | None:

@@ -340,3 +340,37 @@ def test_resets_asked_for_a_victims_address_do_not_stop_their_email_login(
     assert TOO_MANY_SENDS in text(attacker.post(EMAIL_CODE, {"action": "resend"}))
     victim = Client()
     assert email_login(victim, email_user).url == "/home/"
+
+
+def test_a_sign_in_begun_with_the_old_password_ends_at_the_reset(make_user, settings) -> None:
+    """Found by the attacker review: a sign-in that had passed the password step with the
+    leaked password went on to sign in after the user had reset it."""
+    from tests.phone_steps import PHONE_STAGE, is_signed_in, to_phone_stage
+
+    settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
+    user = make_user(mfa="phone")
+    attacker = Client()
+    to_phone_stage(attacker, user)  # the old password, accepted
+    user.set_password("A-Brand-New-Passphrase-77")  # the owner's reset lands meanwhile
+    user.save()
+    attacker.post(PHONE_STAGE, {"action": "sms"})
+    code = sms_code(user.phone_number)
+    response = attacker.post(PHONE_STAGE, {"action": "verify-sms", "code": code})
+    assert response.status_code == 302 and response.url == "/"
+    assert not is_signed_in(attacker)
+
+
+def test_an_email_login_begun_before_a_reset_registration_ends(email_user, outbox_code) -> None:
+    from caregate.accounts.models import User
+    from tests.phone_steps import EMAIL_CODE as CODE_PAGE
+    from tests.phone_steps import is_signed_in
+
+    attacker = Client()
+    start(attacker, "email")
+    attacker.post(EMAIL_CREDENTIALS, {"email": email_user.email, "password": PASSWORD})
+    attacker.post(CODE_PAGE, {"action": "send"})
+    attacker.post(CODE_PAGE, {"action": "verify", "code": outbox_code(email_user.email)})
+    User.objects.filter(pk=email_user.pk).update(mfa_method="none")  # the admin's reset
+    response = attacker.post(CODE_PAGE, {"action": "continue"})
+    assert response.status_code == 302 and response.url == "/"
+    assert not is_signed_in(attacker)

@@ -13,6 +13,7 @@ from caregate.audit.log import record
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailSignInForm, UsernameSignInForm
 from caregate.security.client import client_ip
+from caregate.verification import remember
 
 # One wording for a wrong password, an unknown account, a disabled account and a locked
 # one, so that the page never tells an attacker which of them it was.
@@ -77,4 +78,13 @@ class Credentials:
             refusal = self.check_user(user)
             if refusal is not None:
                 return refusal
-        return Advance({"user_id": user.pk, "email": user.email, "phone": user.phone_number})
+        return Advance(
+            {
+                "user_id": user.pk,
+                "email": user.email,
+                "phone": user.phone_number,
+                # The account's security state as the password was checked: a password
+                # reset (or a Reset Registration) meanwhile voids this sign-in attempt.
+                "security_mark": remember.fingerprint(user),
+            }
+        )
