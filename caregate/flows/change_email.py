@@ -16,11 +16,13 @@ from django.utils import timezone
 from caregate.accounts.models import CaregateUserManager, User
 from caregate.audit.log import record
 from caregate.flows.change_phone import (
+    ACCOUNT_CHANGED,
     MY_ACCOUNT,
     AccountFlow,
     CurrentFactor,
     owner,
     refuse,
+    save_if_unchanged,
     void_after_change,
 )
 from caregate.flows.engine import FlowState
@@ -62,15 +64,18 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
         record("account.email", "in-use", request=request, user=user, flow=NAME)
         messages.error(request, EMAIL_TAKEN)
         return redirect(MY_ACCOUNT)
-    user.email = new_email
-    user.email_verified_at = timezone.now()
     try:
         with transaction.atomic():
-            user.save(update_fields=["email", "email_verified_at"])
+            saved = save_if_unchanged(
+                user, state, email=new_email, email_verified_at=timezone.now()
+            )
     except IntegrityError:
         record("account.email", "in-use", request=request, user=user, flow=NAME)
         messages.error(request, EMAIL_TAKEN)
         return redirect(MY_ACCOUNT)
+    if not saved:
+        return refuse(request, NAME, ACCOUNT_CHANGED)
+    user.refresh_from_db()
     record("account.email", "changed", request=request, user=user, flow=NAME)
     notify(
         user,

@@ -151,6 +151,20 @@ def owner(request: HttpRequest, state: FlowState) -> tuple[User | None, str]:
     return user, ""
 
 
+def save_if_unchanged(user: User, state: FlowState, **fields: object) -> bool:
+    """Write ``fields`` only if the account still has the factors the change started
+    from, in one conditional UPDATE: an administrator's Reset Registration (or another
+    change) that lands between owner()'s read and this write is never overwritten."""
+    written = User.objects.filter(
+        pk=user.pk,
+        email=state.data.get("email"),
+        phone_number=state.data.get("phone"),
+        mfa_method=state.data.get("current_method"),
+        is_active=True,
+    ).update(**fields)
+    return bool(written)
+
+
 def refuse(request: HttpRequest, flow: str, why: str) -> HttpResponse:
     user = request.user if request.user.is_authenticated else None
     record("account.change", "refused", request=request, user=user, flow=flow)
@@ -188,9 +202,9 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
         messages.info(request, NOTHING_CHANGED)
         return redirect(MY_ACCOUNT)
     previous = user.usable_mfa_method
-    user.phone_number = new_phone
-    user.mfa_method = User.MfaMethod.PHONE
-    user.save(update_fields=["phone_number", "mfa_method"])
+    if not save_if_unchanged(user, state, phone_number=new_phone, mfa_method=User.MfaMethod.PHONE):
+        return refuse(request, NAME, ACCOUNT_CHANGED)
+    user.refresh_from_db()
     record("account.phone", "changed", request=request, user=user, flow=NAME, previous=previous)
     notify(
         user,

@@ -284,3 +284,27 @@ def test_the_new_address_page_is_the_same_for_a_taken_and_a_free_address(email_u
         assert OutboxMessage.objects.filter(to=address, channel="email").exists()
     strip = [" ".join(w for w in page.split() if not w[:1].isdigit()) for page in pages]
     assert strip[0] == strip[1]
+
+
+def test_a_reset_registration_landing_just_before_the_save_is_not_overwritten(
+    phone_user, monkeypatch
+):
+    """Raised by the attacker review: an administrator's Reset Registration that commits
+    between the change's last read of the account and its write must win."""
+    from caregate.accounts.models import User
+    from caregate.flows import change_phone
+
+    client = signed_in_as(phone_user)
+    prove_current_phone(client, CHANGE_PHONE, PHONE_CURRENT, PHONE)
+    real_owner = change_phone.owner
+
+    def owner_then_reset(request, state):
+        found = real_owner(request, state)
+        User.objects.filter(pk=phone_user.pk).update(mfa_method="none", phone_number="")
+        return found
+
+    monkeypatch.setattr(change_phone, "owner", owner_then_reset)
+    enroll_new_phone(client)
+    phone_user.refresh_from_db()
+    assert phone_user.mfa_method == "none"
+    assert phone_user.phone_number == ""
