@@ -124,6 +124,22 @@ def test_page_lists_other_sessions_and_remembered_browsers(email_user):
     assert f"{entry.expires_at:%m/%d/%Y}" in page
 
 
+def test_remembered_browsers_show_their_device_and_address(email_user):
+    client = signed_in_as(email_user, remember=True)
+    entry = RememberedBrowser.objects.get(user=email_user)
+    assert entry.client_ip == "127.0.0.1" and entry.user_agent
+    browsers = client.get(MY_ACCOUNT).content.decode().split('id="browsers-heading"')[1]
+    row = text_of_html(browsers)
+    assert "Chrome on Windows 127.0.0.1 LOGIN WITH EMAIL (this browser)" in row
+
+
+def text_of_html(html_text: str) -> str:
+    import html
+    import re
+
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", html_text)).split())
+
+
 def test_page_needs_sign_in(client):
     response = client.get(MY_ACCOUNT)
     assert response.status_code == 302 and response.url.startswith("/?next=")

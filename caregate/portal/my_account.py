@@ -83,6 +83,10 @@ class BrowserRow:
     entry: RememberedBrowser
     current: bool
 
+    @property
+    def device(self) -> str:
+        return describe_device(self.entry.user_agent)
+
 
 def _enrolled(user: User) -> dict[str, str]:
     """The login method on record, masked as the login pages show it."""

@@ -86,6 +86,9 @@ class RememberedBrowser(models.Model):
     method = models.CharField(max_length=10)  # phone | email: the button it was set with
     token_hash = models.CharField(max_length=64, unique=True)
     fingerprint = models.CharField(max_length=64)
+    # Where it was set, so that My Account can show the user which browser it is.
+    client_ip = models.CharField(max_length=45, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
 

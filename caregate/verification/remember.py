@@ -19,6 +19,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from caregate.accounts.models import User
 from caregate.flows import keys
+from caregate.security.client import client_ip
 from caregate.verification.models import RememberedBrowser
 
 
@@ -59,6 +60,8 @@ def remember(
         method=method,
         token_hash=_hash(token),
         fingerprint=fingerprint(user),
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", "")[:512],
         created_at=now,
         expires_at=now + timedelta(seconds=settings.CAREGATE_REMEMBER_ME_SECONDS),
     )
