@@ -213,6 +213,12 @@ if _email_backend not in _EMAIL_BACKENDS:
 if PRODUCTION and _email_backend == "outbox":
     raise ImproperlyConfigured("the dev outbox cannot be used in production mode")
 EMAIL_BACKEND = _EMAIL_BACKENDS[_email_backend]
+# Forgot password emails its code from a background thread, so that the mail server's
+# round trip does not tell a registered address from any other (on by default with SMTP;
+# the dev outbox writes a row, as fast as the no-account branch).
+CAREGATE_RESET_EMAIL_IN_BACKGROUND = env_bool(
+    "CAREGATE_RESET_EMAIL_IN_BACKGROUND", _email_backend == "smtp"
+)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")

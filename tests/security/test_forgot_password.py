@@ -8,6 +8,7 @@ timing the attacker tries; and the pages never say whether an address has an acc
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import threading
@@ -374,3 +375,59 @@ def test_an_email_login_begun_before_a_reset_registration_ends(email_user, outbo
     response = attacker.post(CODE_PAGE, {"action": "continue"})
     assert response.status_code == 302 and response.url == "/"
     assert not is_signed_in(attacker)
+
+
+class HeldSmtpServer:
+    """An SMTP handler that holds each message until released: a slow mail relay."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.connections = 0
+        self.messages: list[bytes] = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 20)
+        self.messages.append(envelope.content)
+        return "250 Message accepted for delivery"
+
+
+def test_with_a_slow_mail_server_a_registered_address_does_not_answer_later(
+    email_user, settings
+) -> None:
+    """Found by the attacker review: the reset email was sent inside the request, so a
+    registered address answered after the relay's round trip and any other at once. The
+    request now never waits for the mail server (shown by the order of events, not by a
+    clock): it has answered while the relay still holds the message."""
+    from aiosmtpd.controller import Controller
+
+    from tests.test_email_smtp import free_port, smtp_settings
+
+    relay = HeldSmtpServer()
+    controller = Controller(relay, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        smtp_settings(settings, controller.port)
+        settings.CAREGATE_RESET_EMAIL_IN_BACKGROUND = True
+        known, unknown = Client(), Client()
+        begin(known)
+        known_page = send(known, email_user.email)
+        assert relay.messages == []  # answered; the relay has not accepted anything yet
+        begin(unknown)
+        unknown_page = send(unknown, "nobody@clinic.example")
+        assert neutral(page(known_page), email_user.email) == neutral(
+            page(unknown_page), "nobody@clinic.example"
+        )
+        relay.release.set()
+        deadline = time.monotonic() + 20
+        while not relay.messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(relay.messages) == 1  # the registered address did get its code
+        assert relay.connections == 1  # and nothing was sent for the other address
+    finally:
+        relay.release.set()
+        controller.stop()

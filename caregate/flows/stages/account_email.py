@@ -9,6 +9,7 @@ the rest of the flow only once its own emailed code was verified.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from django.utils.crypto import constant_time_compare
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.delivery.email import describe_seconds
+from caregate.delivery.email import describe_seconds, send_code_email
 from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
 from caregate.flows.forms import EmailForm
 from caregate.flows.registration_links import send_registration_link
@@ -65,6 +66,17 @@ class AccountEmailCode(EmailCode):
 
     def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> bool:
         if state.data.get("user_id"):
+            if settings.CAREGATE_RESET_EMAIL_IN_BACKGROUND:
+                # Not inside the request: the mail server's round trip (and whether it
+                # failed) would tell a registered address from any other by timing. The
+                # request answers at once either way; a lost email is another resend.
+                threading.Thread(
+                    target=send_code_email,
+                    args=(email, issued.code, self.lifetime),
+                    name="forgot-password-email",
+                    daemon=True,
+                ).start()
+                return True
             return super().deliver(state, email, issued)
         # No account (or a disabled one): nothing is sent, and the code row keeps no hash
         # a code can match (an empty hash never equals an HMAC), so none ever verifies.
