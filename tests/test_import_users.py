@@ -163,7 +163,9 @@ def test_imported_user_does_mfa_registration_only(tmp_path: Path, org) -> None:
     [
         ({"email": "not-an-email"}, "email 'not-an-email' is not valid"),
         ({"email": ""}, "email is empty"),
-        ({"organization_npi": "1999999999"}, "no organization with NPI 1999999999"),
+        ({"organization_npi": "1999999992"}, "no organization with NPI 1999999992"),
+        # Not a valid NPI, so possibly a payer ID (a secret): not repeated.
+        ({"organization_npi": "1999999999"}, "no organization with this payer ID"),
         ({"username": ""}, "username is empty"),
         ({"first_name": ""}, "first_name is empty"),
         ({"password": "x", "password_hash": "pbkdf2_sha256$1$s$h"}, "exactly one of password"),
