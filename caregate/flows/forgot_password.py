@@ -92,7 +92,8 @@ FORGOT_PASSWORD = Flow(
             send_budget="reset-send",
             sent_message="Verification code has been sent. Please copy it to the input box below.",
             verified_message="E-mail address verified. You can now continue.",
-            template="flows/forgot_password_email.html",
+            heading="Forgot your password?",
+            typed_intro="Enter your email address and select Send verification code.",
         ),
         When(phone_required, PhoneChallenge(purpose="forgot-password")),  # Send Code / Call Me
         NewPassword(factors_passed=factors_passed),  # New Password, Confirm → Continue

@@ -75,7 +75,10 @@ class EmailCode:
     # anyone can start for any address (Forgot password) has budgets of its own, so that
     # spending them cannot stop the address's owner from signing in.
     send_budget: str = "code-send"
+    heading: str = "Email verification"
     intro: str = "Verification is necessary. Please click Send button."
+    # Shown above a typed address before a code was sent (e.g. Forgot password's).
+    typed_intro: str = ""
     sent_message: str = (
         "Verification code has been sent to your inbox. Please copy it to the input box below."
     )
@@ -212,7 +215,8 @@ class EmailCode:
             "sent": sent,
             "verified": verified,
             "error": error,
-            "intro": self.intro if self.prefilled else "",
+            "heading": self.heading,
+            "intro": self.intro if self.prefilled else ("" if sent else self.typed_intro),
             "info": info or (self.sent_message if sent and not verified else ""),
             "verified_message": self.verified_message,
             "code_form": code_form or CodeForm(),
