@@ -192,7 +192,6 @@ def terms(request: HttpRequest) -> HttpResponse:
 
 
 FEATURES = {
-    "forgot-password": "Forgot your password?",
     "staff-login": "Staff single sign-on",
     "setup": "Setup",
     "my-account": "My Account",

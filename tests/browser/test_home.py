@@ -14,7 +14,6 @@ from tests.browser.helpers import add_case, visible_text
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ALWAYS = ["HOME", "CASES", "SETUP", "MESSAGE CENTER", "Help"]
 # The guide's order, with the three external modules configured.
 ALL_MODULES = [
     "HOME",
