@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "caregate.delivery",
     "caregate.flows",
     "caregate.portal",
+    "caregate.staff",
 ]
 
 MIDDLEWARE = [
@@ -233,8 +234,22 @@ CAREGATE_BRAND_NAME = env_str("CAREGATE_BRAND_NAME", "Caregate")
 CAREGATE_PORTAL_NAME = env_str("CAREGATE_PORTAL_NAME", "Caregate Provider Portal")
 CAREGATE_SUPPORT_PHONE = env_str("CAREGATE_SUPPORT_PHONE", "1-800-555-0100")
 CAREGATE_INTERNAL_EMAIL_DOMAIN = env_str("CAREGATE_INTERNAL_EMAIL_DOMAIN")
-# Staff single sign-on: the staff column of the login page shows only when configured.
-CAREGATE_OIDC_ISSUER = env_str("CAREGATE_OIDC_ISSUER")
+# Staff single sign-on (OpenID Connect, caregate/staff/staff_login.py): the staff column of
+# the login page shows only when an issuer and a client are configured.
+CAREGATE_OIDC_ISSUER = env_str("CAREGATE_OIDC_ISSUER").rstrip("/")
+CAREGATE_OIDC_CLIENT_ID = env_str("CAREGATE_OIDC_CLIENT_ID")
+CAREGATE_OIDC_CLIENT_SECRET = env_str("CAREGATE_OIDC_CLIENT_SECRET")
+CAREGATE_OIDC_SCOPES = env_str("CAREGATE_OIDC_SCOPES", "openid email profile")
+# The ID-token claim holding the staff member's groups (Entra ID: "groups" or "roles").
+CAREGATE_OIDC_ROLES_CLAIM = env_str("CAREGATE_OIDC_ROLES_CLAIM", "groups")
+# group=role pairs, e.g. "caregate-support=support,caregate-staff=staff" (staff/roles.py).
+CAREGATE_OIDC_ROLE_MAP = env_str("CAREGATE_OIDC_ROLE_MAP")
+# MFA is the identity provider's: refuse ID tokens whose amr/acr do not show it.
+CAREGATE_OIDC_REQUIRE_MFA = env_bool("CAREGATE_OIDC_REQUIRE_MFA", True)
+CAREGATE_OIDC_MFA_AMR = env_str("CAREGATE_OIDC_MFA_AMR", "mfa")
+CAREGATE_OIDC_MFA_ACR = env_str("CAREGATE_OIDC_MFA_ACR")
+CAREGATE_OIDC_CLOCK_SKEW_SECONDS = env_int("CAREGATE_OIDC_CLOCK_SKEW_SECONDS", 60)
+CAREGATE_OIDC_TIMEOUT_SECONDS = env_int("CAREGATE_OIDC_TIMEOUT_SECONDS", 5)
 # Portal modules that live in other applications: hidden unless a URL is configured.
 CAREGATE_CREATE_CASE_URL = env_str("CAREGATE_CREATE_CASE_URL")
 CAREGATE_CONSUMERS_URL = env_str("CAREGATE_CONSUMERS_URL")

@@ -117,3 +117,43 @@ def signed_in(client: Client, email_user: User, outbox_code: Callable[[str], str
     response = client.post("/email-login/email-code/", {"action": "continue"})
     assert response.status_code == 302 and response.url == "/home/"
     return client
+
+
+@pytest.fixture
+def make_staff(db: None) -> Callable[..., User]:
+    """An operator staff account as staff LOGIN (OIDC) creates it: no organization, no
+    usable password, the identity provider's subject, roles from its groups."""
+
+    def make(roles: tuple[str, ...] = ("support",), email: str | None = None) -> User:
+        n = next(_serial)
+        user = User(
+            username=f"staff{n}@staff.example.org",
+            email=email or f"staff{n}@staff.example.org",
+            first_name="Sam",
+            last_name=f"Support{n}",
+            oidc_issuer="https://idp.example.org",
+            oidc_subject=f"subject-{n}",
+            staff_roles=list(roles),
+        )
+        user.set_unusable_password()
+        user.save()
+        return user
+
+    return make
+
+
+def sign_in_as(client: Client, user: User, method: str = "staff-sso") -> Client:
+    """Put ``client`` in a signed-in session of ``user`` with the session clocks set, as
+    flows.signin.sign_in leaves it (the sign-in itself is tested by each flow's tests)."""
+    import time
+
+    from caregate.flows import keys
+
+    client.force_login(user, backend="caregate.accounts.backends.EmailOrUsernameBackend")
+    session = client.session
+    now = int(time.time())
+    session[keys.AUTH_TIME] = now
+    session[keys.LAST_SEEN] = now
+    session[keys.SIGNIN_METHOD] = method
+    session.save()
+    return client

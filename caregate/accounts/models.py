@@ -133,6 +133,12 @@ class User(AbstractUser):
     zip_code = models.CharField("ZIP code", max_length=10, blank=True)
     office_phone = models.CharField("phone", max_length=20, blank=True)
     fax = models.CharField(max_length=20, blank=True)
+    # Operator staff (the login page's staff LOGIN, issue #9): the account is the identity
+    # provider's subject, created and updated from its ID token at each sign-in. Staff have
+    # no password here and no organization; their roles come from the token's claims.
+    oidc_issuer = models.CharField(max_length=255, blank=True)
+    oidc_subject = models.CharField(max_length=255, blank=True)
+    staff_roles = models.JSONField(default=list, blank=True)
 
     objects = CaregateUserManager()
 
@@ -141,6 +147,12 @@ class User(AbstractUser):
             models.UniqueConstraint(Lower("email"), name="user_email_unique_ci"),
             # "JSmith" and "jsmith" are one person to an office: never two accounts.
             models.UniqueConstraint(Lower("username"), name="user_username_unique_ci"),
+            # One account per identity-provider subject, never matched by email.
+            models.UniqueConstraint(
+                fields=["oidc_issuer", "oidc_subject"],
+                condition=~models.Q(oidc_subject=""),
+                name="user_oidc_subject_unique",
+            ),
         ]
         indexes = [
             # Manage Users: an organization's users in name order, 25 a page.
@@ -169,6 +181,14 @@ class User(AbstractUser):
     @property
     def display_name(self) -> str:
         return self.get_full_name() or self.username
+
+    @property
+    def is_operator_staff(self) -> bool:
+        """Signed in through the operator's identity provider (staff LOGIN)."""
+        return bool(self.oidc_subject)
+
+    def has_staff_role(self, role: str) -> bool:
+        return self.is_operator_staff and role in (self.staff_roles or [])
 
     @property
     def usable_mfa_method(self) -> str:

@@ -12,7 +12,12 @@ def current_terms() -> TermsVersion | None:
 
 
 def needs_terms(user: User) -> TermsVersion | None:
-    """Return the terms the user still has to accept, or None."""
+    """Return the terms the user still has to accept, or None.
+
+    The operator's own staff are not asked: the Terms of Use are the agreement between the
+    operator and its customer and provider users; staff are bound by their employment."""
+    if getattr(user, "is_operator_staff", False):
+        return None
     terms = current_terms()
     if terms is None or TermsAcceptance.objects.filter(user=user, terms=terms).exists():
         return None
