@@ -26,6 +26,11 @@ run: $(VENV)/.installed
 	@echo "Emailed links point at $$CAREGATE_PUBLIC_BASE_URL"
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# The tests' OpenID Connect provider (oidc-provider on the machine's Node.js), from the lock file.
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	npm ci --prefix tests/oidc --no-audit --no-fund
+	touch $@
+
 # Debian's Chromium for the Playwright tests (Playwright's own browser download is not used).
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
@@ -34,7 +39,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check caregate tests bench manage.py
 	$(VENV)/bin/ruff format --check caregate tests bench manage.py
 
-test: $(VENV)/.installed chromium lint
+test: $(VENV)/.installed tests/oidc/node_modules/.installed chromium lint
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
