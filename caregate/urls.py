@@ -5,6 +5,7 @@ from django.urls import include, path
 from caregate.flows import registration_error, registration_links, trouble_logging_in
 from caregate.flows import views as flow_views
 from caregate.portal import views as portal_views
+from caregate.staff import staff_login
 
 urlpatterns = [
     path("healthz", portal_views.healthz, name="healthz"),
@@ -35,6 +36,8 @@ urlpatterns = [
         registration_links.link_continue,
         name="registration-link-continue",
     ),
+    # The staff LOGIN (its callback is its flow's stage, /staff-login/identity-provider/).
+    path("staff/login/", staff_login.start, name="staff-login"),
     path("registration-error/", registration_error.error_page, name="registration-error"),
     path("registration-error/reset/", registration_error.reset, name="registration-reset"),
     path("trouble-logging-in/", trouble_logging_in.trouble, name="trouble"),

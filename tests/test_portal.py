@@ -586,7 +586,7 @@ def test_not_yet_available_setup_pages_stay_inside_the_portal(signed_in, email_u
 
 
 def test_not_available_pages_outside_the_portal_lead_to_the_login_page(client):
-    page = client.get("/unavailable/staff-login/").content.decode()
+    page = client.get("/unavailable/setup/").content.decode()
     assert 'href="/">Back to the login page</a>' in page
     assert "portal-nav" not in page
 
@@ -607,7 +607,7 @@ def test_header_logo_links_home_or_to_the_login_page(client, signed_in):
         "/trouble-logging-in/help/",
         "/registration-error/",
         "/registration-error/reset/",
-        "/unavailable/staff-login/",
+        "/unavailable/setup/",
     ],
 )
 def test_every_page_outside_the_portal_has_a_way_back_to_the_login_page(client, db, path):

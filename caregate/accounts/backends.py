@@ -87,7 +87,9 @@ def check_password(
     if user is None:
         _spend_a_hash(password)
         return PasswordCheck(None, "failure")
-    if user.check_password(password) and user.is_active:
+    # Operator staff have no password here (an unusable one) and sign in only through the
+    # staff LOGIN; refused even if a password were ever set on their account.
+    if user.check_password(password) and user.is_active and not user.is_operator_staff:
         return PasswordCheck(user, "success")
     return PasswordCheck(None, "failure")
 

@@ -76,7 +76,15 @@ class Leave:
     url: str
 
 
-Result = Render | Advance | Back | Restart | Leave
+@dataclass(frozen=True)
+class Away:
+    """Keep the flow and send the browser to another site (the staff LOGIN's identity
+    provider); the flow goes on when the browser comes back to this stage's URL."""
+
+    url: str
+
+
+Result = Render | Advance | Back | Restart | Leave | Away
 
 
 # --- state ----------------------------------------------------------------------------
@@ -338,5 +346,8 @@ class Flow:
             return redirect(self.url(self.stages[state.reached].key))
         if isinstance(result, Restart):
             return self.restart(request, result.message)
+        if isinstance(result, Away):
+            self.save(request, state)
+            return redirect(result.url)
         self.finish(request, state)
         return redirect(result.url)

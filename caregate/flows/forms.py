@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.core.validators import validate_email
 
+from caregate.staff.domain import is_internal_address, staff_address_message
 from caregate.verification.codes import CODE_LENGTH, is_well_formed
 
 # Longer than any real value; a bound that keeps huge posts from reaching the hasher.
@@ -14,6 +15,9 @@ MAX_PASSWORD = 256
 
 
 class EmailAddressField(forms.CharField):
+    """An address a customer or provider user types: never one at the operator's staff
+    domain (staff sign in with the staff LOGIN; see caregate/staff/domain.py)."""
+
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("max_length", 254)
         kwargs.setdefault("label", "Email Address")
@@ -26,6 +30,8 @@ class EmailAddressField(forms.CharField):
                 validate_email(cleaned)
             except forms.ValidationError as exc:
                 raise forms.ValidationError("Enter a valid email address.") from exc
+            if is_internal_address(cleaned):
+                raise forms.ValidationError(staff_address_message())
         return cleaned.lower()
 
 
@@ -54,6 +60,12 @@ class UsernameSignInForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "username", "autofocus": True}),
     )
     password = EmailSignInForm.base_fields["password"]
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        if is_internal_address(username):  # staff usernames are their staff addresses
+            raise forms.ValidationError(staff_address_message())
+        return username
 
 
 class CodeForm(forms.Form):

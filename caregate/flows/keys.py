@@ -8,3 +8,5 @@ SIGNIN_METHOD = "caregate.signin_method"  # email | phone | remembered
 REMEMBERED_BY = "caregate.remembered_by"  # the token this session was created from
 REMEMBER_UNTIL = "caregate.remember_until"  # epoch seconds: that token's expiry ends the session
 REMEMBER_SET = "caregate.remember_set"  # the token set by this session's full sign-in
+# Staff LOGIN (OIDC): the ID token, kept only as the id_token_hint of the provider's logout.
+STAFF_ID_TOKEN = "caregate.staff_id_token"  # noqa: S105 (a session key name)

@@ -10,6 +10,7 @@ from caregate.flows.forgot_password import FORGOT_PASSWORD
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION, MFA_REGISTRATION
 from caregate.flows.new_provider_registration import REGISTER
 from caregate.flows.phone_login import PHONE_LOGIN
+from caregate.staff.staff_login import STAFF_LOGIN
 
 FLOWS: dict[str, Flow] = {
     flow.name: flow
@@ -22,5 +23,7 @@ FLOWS: dict[str, Flow] = {
         FORGOT_PASSWORD,
     ]
 }
+# The login page's staff LOGIN (OpenID Connect; caregate/staff/staff_login.py).
+FLOWS[STAFF_LOGIN.name] = STAFF_LOGIN
 # Setup → My Account (started only by a signed-in user: caregate/portal/my_account.py).
 FLOWS.update({flow.name: flow for flow in [CHANGE_PHONE, CHANGE_EMAIL]})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -23,6 +22,8 @@ from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm, LoginOptionsForm
 from caregate.security import sessions
 from caregate.security.client import client_ip
+from caregate.staff import oidc
+from caregate.staff.staff_login import provider_logout_url
 from caregate.verification import remember
 
 
@@ -40,7 +41,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
         request,
         "portal/login.html",
         {
-            "staff_sso": bool(settings.CAREGATE_OIDC_ISSUER),
+            "staff_sso": oidc.configured(),
             "form": LoginOptionsForm(),
             "remember_me_checked": remembered,
         },
@@ -86,9 +87,14 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     asked for the password. Only the automatic logoff (idle, absolute) keeps the token, so
     the same button brings the user back within the four hours.
     """
+    # A staff session also ends at the identity provider when it offers RP-initiated
+    # logout (read before logout() flushes the session that holds the token hint).
+    at_provider = provider_logout_url(request) if request.user.is_authenticated else ""
     if request.user.is_authenticated:
-        record("signout", "success", request=request, user=request.user)
-    response = redirect("portal:login")
+        record(
+            "signout", "success", request=request, user=request.user, provider=bool(at_provider)
+        )
+    response = redirect(at_provider or "portal:login")
     remember.forget(request, response)  # reads the session: before logout() flushes it
     sessions.forget(request)
     logout(request)
@@ -192,7 +198,6 @@ def terms(request: HttpRequest) -> HttpResponse:
 
 
 FEATURES = {
-    "staff-login": "Staff single sign-on",
     "setup": "Setup",
     "my-account": "My Account",
     "manage-users": "Manage Users",

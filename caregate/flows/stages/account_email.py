@@ -32,8 +32,15 @@ UNREGISTERED_TEMPLATE = "flows/forgot_password_unregistered.html"
 
 
 def find_account(email: str) -> User | None:
-    """The active account of ``email`` (addresses are unique, whatever their case)."""
-    return User.objects.filter(email__iexact=email.strip(), is_active=True).first()
+    """The active customer account of ``email`` (addresses are unique, whatever their case).
+
+    Operator staff accounts are never found: their password is the identity provider's,
+    and a reset here would give them a second way in around it."""
+    return (
+        User.objects.filter(email__iexact=email.strip(), is_active=True)
+        .filter(oidc_subject="")
+        .first()
+    )
 
 
 @dataclass(frozen=True)
