@@ -9,7 +9,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from caregate.config import env_bool, env_int, env_list, env_str
-from caregate.security.checks import production_problems
+from caregate.security.checks import oidc_problems, production_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CAREGATE_VAR_DIR", str(BASE_DIR / "var")))
@@ -367,6 +367,15 @@ CAREGATE_RATE_LIMITS.update(
 )
 
 # --- production refuses unsafe settings (caregate/security/checks.py) -----------------
+_oidc_problems = oidc_problems(
+    issuer=CAREGATE_OIDC_ISSUER,
+    client_id=CAREGATE_OIDC_CLIENT_ID,
+    role_map=CAREGATE_OIDC_ROLE_MAP,
+    internal_domain=CAREGATE_INTERNAL_EMAIL_DOMAIN,
+    production=PRODUCTION,
+)
+if _oidc_problems:
+    raise ImproperlyConfigured("; ".join(_oidc_problems))
 if PRODUCTION:
     _problems = production_problems(
         secret_key=SECRET_KEY,

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from caregate.staff.roles import parse_role_map  # pure: reads no setting
+
 MIN_SECRET_KEY_LENGTH = 50  # Django's own deploy check (security.W009) asks for 50
 INSECURE_KEY_PREFIX = "django-insecure-"  # what startproject writes into a fresh project
 LOCAL_SMTP_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -59,6 +61,34 @@ def public_base_url_problem(url: str) -> str:
             "CAREGATE_PUBLIC_BASE_URL must be an https:// origin, e.g. https://portal.example.org"
         )
     return ""
+
+
+def oidc_problems(
+    *, issuer: str, client_id: str, role_map: str, internal_domain: str, production: bool
+) -> list[str]:
+    """Staff LOGIN settings that cannot work, or are unsafe in production."""
+    problems: list[str] = []
+    try:
+        mapped = parse_role_map(role_map)
+    except ValueError as error:
+        problems.append(str(error))
+        mapped = {"?": frozenset()}
+    if not issuer:
+        return problems
+    if not client_id:
+        problems.append("CAREGATE_OIDC_CLIENT_ID is required with CAREGATE_OIDC_ISSUER")
+    if not mapped:
+        problems.append("CAREGATE_OIDC_ROLE_MAP is empty: no staff member could sign in")
+    if production:
+        # The discovery document and keys decide whose tokens are believed: never over http.
+        if urlsplit(issuer).scheme != "https":
+            problems.append("CAREGATE_OIDC_ISSUER must be an https:// URL in production mode")
+        if not internal_domain:
+            problems.append(
+                "CAREGATE_INTERNAL_EMAIL_DOMAIN is required with staff LOGIN in production "
+                "mode (staff addresses must be kept out of the customer sign-in)"
+            )
+    return problems
 
 
 def production_problems(

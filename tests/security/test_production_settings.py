@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError
 
-from caregate.security.checks import production_problems, refuse_in_production
+from caregate.security.checks import oidc_problems, production_problems, refuse_in_production
 from tests.test_settings import manage, production_env
 
 
@@ -114,3 +114,35 @@ def test_load_demo_itself_refuses_in_production_and_creates_nothing(settings) ->
     with pytest.raises(CommandError, match="load_demo is not allowed in production mode"):
         call_command("load_demo")
     assert not User.objects.exists()
+
+
+def oidc(**changes: object) -> list[str]:
+    values = {
+        "issuer": "https://login.example.org/tenant/v2.0",
+        "client_id": "caregate",
+        "role_map": "cg-support=support",
+        "internal_domain": "staff.example.org",
+        "production": True,
+    }
+    values.update(changes)
+    return oidc_problems(**values)
+
+
+def test_staff_login_settings_that_cannot_work_are_refused() -> None:
+    assert oidc() == []
+    assert oidc(issuer="", client_id="", role_map="") == []  # staff LOGIN off
+    assert "CAREGATE_OIDC_ROLE_MAP entry" in oidc(role_map="cg=admin")[0]
+    assert "CAREGATE_OIDC_ROLE_MAP entry" in oidc(issuer="", role_map="nonsense")[0]
+    assert "CAREGATE_OIDC_CLIENT_ID is required" in oidc(client_id="")[0]
+    assert "no staff member could sign in" in oidc(role_map="")[0]
+
+
+def test_production_staff_login_needs_https_and_the_reserved_domain() -> None:
+    assert "must be an https:// URL" in oidc(issuer="http://login.example.org")[0]
+    assert "CAREGATE_INTERNAL_EMAIL_DOMAIN is required" in oidc(internal_domain="")[0]
+    assert oidc(issuer="http://127.0.0.1:9000", internal_domain="", production=False) == []
+
+
+def test_a_bad_role_map_stops_the_start() -> None:
+    result = manage("check", CAREGATE_OIDC_ROLE_MAP="support")
+    assert result.returncode != 0 and "CAREGATE_OIDC_ROLE_MAP entry" in result.stderr
