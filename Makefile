@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/caregate
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test lint bench chromium clean
+.PHONY: run idp test lint bench chromium clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ run: $(VENV)/.installed
 tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
 	npm ci --prefix tests/oidc --no-audit --no-fund
 	touch $@
+
+# A stand-in for the operator's identity provider, with demo staff, for the staff LOGIN under
+# `make run` (prints the settings to start it with). IDP_PORT, PORT: both ends' ports.
+IDP_PORT ?= 9100
+idp: $(VENV)/.installed tests/oidc/node_modules/.installed
+	$(PY) -m tests.oidc.demo --port $(IDP_PORT) --app-port $(PORT)
 
 # Debian's Chromium for the Playwright tests (Playwright's own browser download is not used).
 chromium:
