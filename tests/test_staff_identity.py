@@ -164,3 +164,20 @@ def test_a_disabled_staff_account_stays_disabled() -> None:
 @pytest.mark.django_db
 def test_a_missing_subject_is_refused() -> None:
     assert refusal(sub="") == "no-subject"
+
+
+@pytest.mark.django_db
+def test_my_account_of_a_staff_member_points_to_the_provider(client, make_staff) -> None:
+    from tests.conftest import sign_in_as
+
+    staff = make_staff(roles=("staff",))
+    sign_in_as(client, staff)
+    SignedInSession.objects.create(
+        user=staff, session_key=client.session.session_key, method="staff-sso"
+    )
+    page = client.get("/setup/my-account/").content.decode()
+    assert "managed by Caregate" in page and "Change email address" not in page
+    assert "LOGIN (Caregate staff)" in page
+    response = client.post("/setup/my-account/change/email/")
+    assert response.status_code == 302 and response.url == "/setup/my-account/"
+    assert client.get("/staff-login/identity-provider/").status_code == 302  # no flow

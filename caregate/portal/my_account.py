@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -61,6 +62,8 @@ def describe_device(user_agent: str) -> str:
 
 def describe_method(method: str) -> str:
     """How a session signed in, in the login page's words ("remembered-phone" → ...)."""
+    if method == "staff-sso":
+        return f"LOGIN ({settings.CAREGATE_BRAND_NAME} staff)"
     remembered = method.startswith("remembered-")
     button = method.removeprefix("remembered-").removeprefix("registration-")
     label = f"LOGIN WITH {button.upper()}" if button in {"phone", "email"} else method
@@ -142,7 +145,8 @@ def start_change(request: HttpRequest, what: str) -> HttpResponse:
     flow = CHANGES.get(what)
     if flow is None:
         raise Http404
-    if request.user.usable_mfa_method == User.MfaMethod.NONE:
+    if request.user.is_operator_staff or request.user.usable_mfa_method == User.MfaMethod.NONE:
+        # Staff factors are the identity provider's; customers must be registered first.
         messages.error(request, NOT_REGISTERED)
         return redirect("portal:my-account")
     record("account.change", "started", request=request, user=request.user, flow=flow.name)
