@@ -167,7 +167,7 @@ def test_describe_device(agent, device):
         ("phone", "LOGIN WITH PHONE"),
         ("remembered-phone", "LOGIN WITH PHONE (Remember Me)"),
         ("registration-email", "LOGIN WITH EMAIL"),
-        ("staff-sso", "staff-sso"),
+        ("staff-sso", "LOGIN (Caregate staff)"),
     ],
 )
 def test_describe_method(method, shown):
