@@ -218,7 +218,14 @@ def _void_access(target: User) -> None:
     RememberedBrowser.objects.filter(user=target).delete()
 
 
-def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note]:
+def reset_registration(target: User, actor: str) -> Callable[[], Note]:
+    """Reset ``target``'s MFA registration: clear the method, phone number and registration
+    time, end every session and remembered browser; the password stays.
+
+    Shared with the support console. Returns what to do once the change is committed: the
+    notice, which names ``actor`` as the user reads it ("Your provider administrator Daisy
+    Admin"), and the emailed registration link; that returns a note for whoever acted.
+    """
     target.mfa_method = User.MfaMethod.NONE
     target.phone_number = ""
     target.mfa_registered_at = None
@@ -231,10 +238,10 @@ def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note
         notify(
             target,
             "Your registration was reset",
-            f"Your provider administrator {admin.display_name} reset your multi-factor "
-            f"authentication registration on {when}. To sign in again, register again: "
-            f"follow the link we emailed you (it works for {lifetime}), or select "
-            '"click here" on the login page and sign in with your username and password.',
+            f"{actor} reset your multi-factor authentication registration on {when}. To "
+            "sign in again, register again: follow the link we emailed you (it works for "
+            f'{lifetime}), or select "click here" on the login page and sign in with your '
+            "username and password.",
         )
         if send_registration_link(target):
             return messages.INFO, LINK_SENT.format(lifetime=lifetime)
@@ -243,15 +250,28 @@ def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note
     return tell
 
 
-def _deactivate(request: HttpRequest, admin: User, target: User) -> None:
+def deactivate_user(target: User) -> None:
+    """Deactivate ``target`` and end their access (shared with the support console)."""
     target.is_active = False
     target.save(update_fields=["is_active"])
     _void_access(target)
 
 
-def _reactivate(request: HttpRequest, admin: User, target: User) -> None:
+def reactivate_user(target: User) -> None:
     target.is_active = True
     target.save(update_fields=["is_active"])
+
+
+def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note]:
+    return reset_registration(target, f"Your provider administrator {admin.display_name}")
+
+
+def _deactivate(request: HttpRequest, admin: User, target: User) -> None:
+    deactivate_user(target)
+
+
+def _reactivate(request: HttpRequest, admin: User, target: User) -> None:
+    reactivate_user(target)
 
 
 def _set_admin(value: bool) -> Callable[[HttpRequest, User, User], None]:
