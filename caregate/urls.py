@@ -12,6 +12,8 @@ urlpatterns = [
     path("readyz", portal_views.readyz, name="readyz"),
     path("", include("caregate.delivery.urls")),
     path("", include("caregate.portal.urls")),
+    # The operator's staff: the support console (/support/).
+    path("", include("caregate.staff.urls")),
     # Section 2 and Section 1 start from the login page's links.
     path("register/", flow_views.start, {"flow_name": "register"}, name="register-start"),
     path(

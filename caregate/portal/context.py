@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.urls import reverse
 
+from caregate.accounts.models import User
 from caregate.portal.forms import CaseSearchForm
+from caregate.staff.roles import SUPPORT
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ def _module_url(slug: str) -> str:
     return EXTERNAL_MODULES[slug].address or reverse("portal:module", args=[slug])
 
 
-def portal_nav() -> list[NavItem]:
-    return [
+def portal_nav(user: User | AnonymousUser | None = None) -> list[NavItem]:
+    """The guide's menu; support staff also get SUPPORT, the support console."""
+    items = [
         NavItem("HOME", reverse("portal:home")),
         NavItem("CASES", reverse("portal:cases")),
         NavItem("CREATE CASE", _module_url("create-case")),
@@ -59,6 +63,9 @@ def portal_nav() -> list[NavItem]:
         NavItem("REPORTS", _module_url("reports")),
         NavItem("Help", reverse("portal:help")),
     ]
+    if user is not None and user.is_authenticated and user.has_staff_role(SUPPORT):
+        items.insert(-1, NavItem("SUPPORT", reverse("staff:support")))
+    return items
 
 
 def branding(request: HttpRequest) -> dict[str, Any]:
@@ -66,7 +73,7 @@ def branding(request: HttpRequest) -> dict[str, Any]:
         "brand": settings.CAREGATE_BRAND_NAME,
         "portal_name": settings.CAREGATE_PORTAL_NAME,
         "support_phone": settings.CAREGATE_SUPPORT_PHONE,
-        "portal_nav": portal_nav(),
+        "portal_nav": portal_nav(getattr(request, "user", None)),
         # The header's case search on every portal page; a view's own (bound) form wins.
         "search_form": CaseSearchForm(),
         "dev_outbox": settings.CAREGATE_DEV_OUTBOX,
