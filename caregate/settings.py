@@ -66,7 +66,8 @@ MIDDLEWARE = [
     "caregate.security.middleware.SessionLifetimeMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    # django-csp's, plus the staff LOGIN's identity provider as a form-action target.
+    "caregate.security.middleware.ContentSecurityPolicyMiddleware",
     "caregate.security.middleware.NoStoreMiddleware",
 ]
 

@@ -205,3 +205,35 @@ def test_end_session_url_carries_the_hint_and_the_return_address(provider, setti
     assert url.startswith(f"{ISSUER}/session/end?")
     assert "id_token_hint=the.id.token" in url
     assert "post_logout_redirect_uri=https%3A%2F%2Fportal.example.org%2F" in url
+
+
+def csp_form_action(client) -> str:
+    header = client.get("/").headers["Content-Security-Policy"]
+    return next(part for part in header.split(";") if "form-action" in part).strip()
+
+
+@pytest.mark.django_db
+def test_the_pages_may_post_on_to_the_provider_only_when_configured(client, settings) -> None:
+    settings.CAREGATE_OIDC_ISSUER = ""
+    assert csp_form_action(client) == "form-action 'self'"
+    settings.CAREGATE_OIDC_ISSUER = "https://login.example.org/tenant/v2.0"
+    settings.CAREGATE_OIDC_CLIENT_ID = "caregate"
+    assert csp_form_action(client) == "form-action 'self' https://login.example.org"
+
+
+@pytest.mark.django_db
+def test_discovered_endpoints_on_another_origin_are_allowed_as_form_targets(
+    provider, client, settings
+) -> None:
+    provider["mock"].replace(
+        responses.GET,
+        f"{ISSUER}/.well-known/openid-configuration",
+        json={
+            "issuer": ISSUER,
+            "authorization_endpoint": "https://login.idp.example.org/authorize",
+            "token_endpoint": f"{ISSUER}/token",
+            "jwks_uri": f"{ISSUER}/jwks",
+        },
+    )
+    oidc.metadata()
+    assert "https://login.idp.example.org" in csp_form_action(client)

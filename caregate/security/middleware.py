@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -13,6 +14,7 @@ from django.shortcuts import redirect
 
 from caregate.audit.log import record
 from caregate.flows import keys
+from caregate.staff import oidc
 from caregate.verification import remember
 
 # Write the last-seen time at most this often: a session write on every request would
@@ -99,3 +101,21 @@ class NoStoreMiddleware:
         if not request.path.startswith("/static/"):
             response.setdefault("Cache-Control", "no-store")
         return response
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's policy, with the staff LOGIN's identity provider allowed as a form
+    target: LOGIN and Sign out are forms posted to Caregate that redirect on to the
+    provider, and Chromium blocks such a redirect unless ``form-action`` allows it."""
+
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponse, report_only: bool = False
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        origins = oidc.form_action_origins()
+        if report_only or not origins:
+            return parts
+        update = dict(parts.update or {})
+        update["form-action"] = [*update.get("form-action", []), *origins]
+        parts.update = update
+        return parts

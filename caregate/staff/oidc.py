@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from authlib.common.security import generate_token
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 # which the provider is not the only holder of) are never accepted for an ID token.
 ACCEPTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
 METADATA_SECONDS = 600  # discovery and keys are re-read this often (key rotation)
+# Origins of the provider's browser-facing endpoints seen in this process's last discovery
+# (see form_action_origins); filled by metadata(), never by a request's values.
+_ENDPOINT_ORIGINS: dict[str, set[str]] = {}  # issuer → origins
 
 
 class ProviderUnavailable(Exception):
@@ -97,7 +101,32 @@ def metadata(*, refresh: bool = False) -> dict[str, Any]:
             if not isinstance(document.get(field), str):
                 raise ProviderUnavailable(f"discovery document has no {field}")
         cache.set(key, document, METADATA_SECONDS)
+    _note_origins(document)
     return document
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def _note_origins(document: dict[str, Any]) -> None:
+    origins = set()
+    for field in ("authorization_endpoint", "end_session_endpoint"):
+        value = document.get(field)
+        origins.add(_origin(value) if isinstance(value, str) else "")
+    _ENDPOINT_ORIGINS[document["issuer"]] = origins - {""}
+
+
+def form_action_origins() -> list[str]:
+    """Origins the pages' forms may end up at: LOGIN and Sign out post to Caregate, which
+    redirects the browser on to the provider, and Chromium applies the CSP ``form-action``
+    to every redirect after a form submission. The issuer's origin, plus the endpoints'
+    origins this process has seen in discovery (no request is made for this)."""
+    if not configured():
+        return []
+    issuer = settings.CAREGATE_OIDC_ISSUER
+    return sorted({_origin(issuer), *_ENDPOINT_ORIGINS.get(issuer, set())} - {""})
 
 
 def _key_set(*, refresh: bool = False) -> KeySet:
