@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 # at the port actually served; an operator's own CAREGATE_PUBLIC_BASE_URL wins.
 run: export CAREGATE_PUBLIC_BASE_URL ?= http://127.0.0.1:$(PORT)
 run: $(VENV)/.installed
-	mkdir -p var/static
+	mkdir -p $${CAREGATE_VAR_DIR:-var}/static
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo
 	@echo "Caregate is at http://127.0.0.1:$(PORT)/  (dev outbox: http://127.0.0.1:$(PORT)/dev/outbox/)"
