@@ -95,7 +95,11 @@ class StaleState(Exception):
 
 
 def _serialized(raw: dict[str, Any]) -> str:
-    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+    # An empty stage namespace (``stage()`` creates one on first look) is no change: a page
+    # shown by GET must not write the row (a write per render, and a revision bump that
+    # would make a concurrent POST of the same user "out of date" for nothing).
+    stages = {key: value for key, value in raw.get("stages", {}).items() if value != {}}
+    return json.dumps({**raw, "stages": stages}, sort_keys=True, separators=(",", ":"))
 
 
 class FlowState:
@@ -221,6 +225,8 @@ class Flow:
             if self.name not in pointers:
                 return
             del pointers[self.name]
+        elif pointers.get(self.name) == instance_id:
+            return  # the same value: assigning it would mark the session modified
         else:
             pointers[self.name] = instance_id
         request.session[keys.FLOWS] = pointers
