@@ -9,6 +9,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from caregate.config import env_bool, env_int, env_list, env_str
+from caregate.ops.logs import logging_config
 from caregate.security.checks import oidc_problems, production_problems
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -54,9 +55,14 @@ INSTALLED_APPS = [
     "caregate.flows",
     "caregate.portal",
     "caregate.staff",
+    "caregate.ops",
 ]
 
 MIDDLEWARE = [
+    # First: every later middleware's log lines carry the request id, and the timing
+    # covers the whole stack.
+    "caregate.ops.requestid.RequestIdMiddleware",
+    "caregate.ops.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -297,12 +303,22 @@ STORAGES = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("CAREGATE_LOG_LEVEL", "INFO")},
-}
+# --- operations: logs, metrics, probes (caregate/ops, docs/deployment.md) -------------
+# JSON lines on stdout in production (one object per record, with the request id);
+# readable text in development.
+CAREGATE_LOG_FORMAT = env_str("CAREGATE_LOG_FORMAT", "json" if PRODUCTION else "text")
+if CAREGATE_LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfigured("CAREGATE_LOG_FORMAT must be json or text")
+LOGGING = logging_config(
+    json_lines=CAREGATE_LOG_FORMAT == "json", level=env_str("CAREGATE_LOG_LEVEL", "INFO")
+)
+# /metrics answers only these networks (the scraper's address, not through a proxy) or a
+# request with "Authorization: Bearer <CAREGATE_METRICS_TOKEN>"; never the public.
+CAREGATE_METRICS_ALLOWED_IPS = env_list("CAREGATE_METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+CAREGATE_METRICS_TOKEN = env_str("CAREGATE_METRICS_TOKEN")
+# Probes and the scraper talk plain http to the app process itself, not through the TLS
+# proxy: an https redirect would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 CSRF_FAILURE_VIEW = "caregate.portal.views.csrf_failure"
 
 # --- phone: SMS and voice (Section 3) -------------------------------------------------

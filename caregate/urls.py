@@ -4,12 +4,14 @@ from django.urls import include, path
 
 from caregate.flows import registration_error, registration_links, trouble_logging_in
 from caregate.flows import views as flow_views
-from caregate.portal import views as portal_views
+from caregate.ops import health, metrics
 from caregate.staff import staff_login
 
 urlpatterns = [
-    path("healthz", portal_views.healthz, name="healthz"),
-    path("readyz", portal_views.readyz, name="readyz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    # Refused unless from CAREGATE_METRICS_ALLOWED_IPS or with CAREGATE_METRICS_TOKEN.
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("caregate.delivery.urls")),
     path("", include("caregate.portal.urls")),
     # The operator's staff: the support console (/support/).

@@ -7,7 +7,6 @@ import re
 import time
 from datetime import date
 from importlib import import_module
-from unittest import mock
 
 import pytest
 from django.conf import settings as django_settings
@@ -367,25 +366,6 @@ def test_dev_outbox_is_404_when_off(client, settings):
     assert client.get("/dev/outbox.json").status_code == 404
     assert client.post(f"/dev/outbox/{message.pk}/answer", {"digits": "#"}).status_code == 404
     assert client.post(f"/dev/outbox/{message.pk}/decline").status_code == 404
-
-
-# --- health -----------------------------------------------------------------------------
-
-
-def test_healthz(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200 and response.content == b"ok"
-
-
-def test_readyz(client):
-    response = client.get("/readyz")
-    assert response.status_code == 200 and response.content == b"ready"
-
-
-def test_readyz_when_the_cache_is_down(client):
-    with mock.patch("caregate.portal.views.cache.set", side_effect=ConnectionError("down")):
-        response = client.get("/readyz")
-    assert response.status_code == 503
 
 
 # --- sign-out ---------------------------------------------------------------------------

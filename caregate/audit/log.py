@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 
 from caregate.audit.models import AuditEvent, AuditHead
+from caregate.ops.metrics import observe
 from caregate.security.client import client_ip
 
 GENESIS = "0" * 64
@@ -121,6 +122,7 @@ def record(
             count=count,
             mac=head_mac(entry.pk, entry.hash, count),
         )
+    observe(event, outcome, clean_detail, flow=flow)  # Prometheus counters (caregate/ops)
     return entry
 
 

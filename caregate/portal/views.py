@@ -5,8 +5,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
-from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -226,21 +224,6 @@ def not_available(request: HttpRequest, feature: str) -> HttpResponse:
         "active": "SETUP" if in_portal else "",
     }
     return render(request, "portal/not_available.html", context)
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("ok", content_type="text/plain")
-
-
-def readyz(request: HttpRequest) -> HttpResponse:
-    """Ready when the database and the cache answer."""
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        cache.set("caregate:readyz", "1", 5)
-    except Exception:
-        return HttpResponse("not ready", status=503, content_type="text/plain")
-    return HttpResponse("ready", content_type="text/plain")
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

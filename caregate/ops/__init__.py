@@ -1,0 +1,1 @@
+"""Operations: health probes, request ids, structured logs and Prometheus metrics."""
