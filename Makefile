@@ -26,6 +26,16 @@ run: $(VENV)/.installed
 	@echo "Emailed links point at $$CAREGATE_PUBLIC_BASE_URL"
 	$(PY) manage.py runserver 127.0.0.1:$(PORT)
 
+# Production mode under gunicorn, with the task worker (deploy/serve.sh, docs/deployment.md):
+# PostgreSQL (DATABASE_URL), Redis (REDIS_URL), settings from the environment; prints what
+# is missing. serve-local: the same on 127.0.0.1:$(PORT) over http with safe local stand-ins
+# (a key kept in var/, codes on the console), against the local PostgreSQL and Redis.
+.PHONY: serve serve-local
+serve: $(VENV)/.installed
+	PY=$(PY) PORT=$(PORT) deploy/serve.sh
+serve-local: $(VENV)/.installed
+	PY=$(PY) PORT=$(PORT) deploy/serve.sh --local
+
 # The tests' OpenID Connect provider (oidc-provider on the machine's Node.js), from the lock file.
 tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
 	npm ci --prefix tests/oidc --no-audit --no-fund

@@ -159,6 +159,7 @@ def test_a_json_log_line_carries_the_request_id(client, json_log):
     assert line["request_id"] == response["X-Request-ID"]
     assert line["level"] == "WARNING" and "/no-such-page/" in line["message"]
     assert "request" not in line  # the HttpRequest object (headers, cookies) is left out
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])  # UTC
 
 
 def test_a_response_logged_after_the_middleware_still_has_the_request_id(client, json_log):

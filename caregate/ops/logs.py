@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -41,6 +42,11 @@ class JsonFormatter(_LibraryJsonFormatter):
         kwargs.setdefault("rename_fields", RENAMED)
         kwargs.setdefault("reserved_attrs", _NOT_LOGGED)
         super().__init__(args[0] if args else JSON_FIELDS, *args[1:], **kwargs)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # ISO 8601 in UTC: every process the same (Django sets the local zone in workers).
+        moment = datetime.fromtimestamp(record.created, tz=UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def redact_path(path: str) -> str:
