@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "csp",
+    "django_tasks",
+    "django_tasks_db",  # the task queue's database backend (background delivery)
     "caregate.accounts",
     "caregate.audit",
     "caregate.verification",
@@ -221,12 +223,6 @@ if _email_backend not in _EMAIL_BACKENDS:
 if PRODUCTION and _email_backend == "outbox":
     raise ImproperlyConfigured("the dev outbox cannot be used in production mode")
 EMAIL_BACKEND = _EMAIL_BACKENDS[_email_backend]
-# Forgot password emails its code from a background thread, so that the mail server's
-# round trip does not tell a registered address from any other (on by default with SMTP;
-# the dev outbox writes a row, as fast as the no-account branch).
-CAREGATE_RESET_EMAIL_IN_BACKGROUND = env_bool(
-    "CAREGATE_RESET_EMAIL_IN_BACKGROUND", _email_backend == "smtp"
-)
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
@@ -235,6 +231,24 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Caregate <no-reply@caregate.invalid>")
+
+# --- background delivery (django-tasks) ------------------------------------------------
+# Every email, SMS and call is a task: in production the database backend, run by
+# `manage.py db_worker` (django-tasks-db); in development and tests the immediate backend,
+# which runs it inside the request. The queue's rows carry only a Delivery id.
+_TASK_BACKENDS = {
+    "database": "django_tasks_db.DatabaseBackend",
+    "immediate": "django_tasks.backends.immediate.ImmediateBackend",
+}
+_tasks_backend = env_str("CAREGATE_TASKS_BACKEND", "database" if PRODUCTION else "immediate")
+if _tasks_backend not in _TASK_BACKENDS:
+    raise ImproperlyConfigured("CAREGATE_TASKS_BACKEND must be database or immediate")
+TASKS = {"default": {"BACKEND": _TASK_BACKENDS[_tasks_backend]}}
+# Waits before the second, third… attempt of a failed send (then it is failed). The
+# immediate backend cannot wait: there the attempts follow one another at once.
+CAREGATE_DELIVERY_BACKOFF_SECONDS = [
+    int(part) for part in env_str("CAREGATE_DELIVERY_BACKOFF_SECONDS", "5,30").split(",") if part
+]
 
 # --- branding -------------------------------------------------------------------------
 CAREGATE_BRAND_NAME = env_str("CAREGATE_BRAND_NAME", "Caregate")

@@ -1,19 +1,51 @@
-"""Send the emails of the sign-in flows through Django's configured email backend."""
+"""The emails of the sign-in flows: rendered here, sent by the delivery worker
+(caregate.delivery.tasks) through Django's configured email backend."""
 
 from __future__ import annotations
 
-import logging
-import smtplib
+from datetime import datetime
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.template.loader import render_to_string
 
-logger = logging.getLogger(__name__)
+from caregate.delivery import tasks
+from caregate.delivery.models import Delivery
 
 
-def send_code_email(to: str, code: str, lifetime_seconds: int) -> bool:
-    """Email a verification code; return False (and log) when the mail server fails."""
+def queue_email(
+    to: str,
+    subject: str,
+    body: str,
+    *,
+    purpose: str,
+    user_id: int | None = None,
+    flow_id: str = "",
+    send_before: datetime | None = None,
+) -> Delivery:
+    """Hand one email to the delivery worker; the row says how it went."""
+    return tasks.enqueue(
+        Delivery.Channel.EMAIL,
+        purpose,
+        to,
+        subject=subject,
+        body=body,
+        user_id=user_id,
+        flow_id=flow_id,
+        send_before=send_before,
+    )
+
+
+def send_code_email(
+    to: str,
+    code: str,
+    lifetime_seconds: int,
+    *,
+    purpose: str = "code",
+    user_id: int | None = None,
+    flow_id: str = "",
+    send_before: datetime | None = None,
+) -> Delivery:
+    """Email a verification code (never sent after ``send_before``, the code's expiry)."""
     context = {
         "code": code,
         "lifetime": describe_seconds(lifetime_seconds),
@@ -22,12 +54,15 @@ def send_code_email(to: str, code: str, lifetime_seconds: int) -> bool:
     }
     subject = f"{settings.CAREGATE_PORTAL_NAME} verification code"
     body = render_to_string("email/verification_code.txt", context)
-    try:
-        send_mail(subject, body, None, [to], fail_silently=False)
-    except (TimeoutError, smtplib.SMTPException, OSError):
-        logger.exception("could not send a verification code email")
-        return False
-    return True
+    return queue_email(
+        to,
+        subject,
+        body,
+        purpose=purpose,
+        user_id=user_id,
+        flow_id=flow_id,
+        send_before=send_before,
+    )
 
 
 _UNITS = (("hour", 3600), ("minute", 60), ("second", 1))

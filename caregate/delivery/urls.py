@@ -11,4 +11,6 @@ urlpatterns = [
     path("twilio/voice/<str:token>/answer", webhooks.answer, name="twiml-answer"),
     path("twilio/voice/<str:token>/gather", webhooks.gather, name="twiml-gather"),
     path("twilio/voice/<str:token>/status", webhooks.status, name="twiml-status"),
+    path("twilio/sms/<str:token>/status", webhooks.sms_status, name="sms-status"),
+    path("delivery/<slug:flow_name>/status.json", views.delivery_status, name="status"),
 ]

@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from caregate.delivery.models import OutboxMessage
+from caregate.flows.registry import FLOWS
 from caregate.verification import calls
 from caregate.verification.models import PhoneCall
 
@@ -59,3 +60,18 @@ def decline_call(request: HttpRequest, message_id: int) -> HttpResponse:
     message = get_object_or_404(OutboxMessage, pk=message_id, channel="voice")
     calls.provider_status(message.call_token, "completed")
     return redirect("delivery:outbox")
+
+
+def delivery_status(request: HttpRequest, flow_name: str) -> JsonResponse:
+    """How the current stage's code is being delivered (polled by delivery-status.js):
+    only the delivery of this session's own flow instance, never one named by the URL."""
+    flow = FLOWS.get(flow_name)
+    state = flow.load(request) if flow is not None else None
+    if flow is None or state is None or state.expired():
+        return JsonResponse({"state": "gone"}, status=404)
+    stage = flow.stages[min(state.reached, len(flow.stages) - 1)]
+    status_of = getattr(stage, "delivery_status", None)
+    if status_of is None:
+        return JsonResponse({"state": "none"})
+    word, message = status_of(state)
+    return JsonResponse({"state": word, "message": message})

@@ -1,4 +1,5 @@
-"""Twilio's requests to Caregate: the TwiML that drives a call, and status callbacks.
+"""Twilio's requests to Caregate: the TwiML that drives a call, and status callbacks
+(of calls, and of the SMS the delivery worker sent).
 
 Every request must carry a valid X-Twilio-Signature for the public URL it was sent to
 (Twilio's RequestValidator); anything else gets 403 and changes nothing.
@@ -18,6 +19,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from caregate.audit.log import record
+from caregate.delivery import tasks
 from caregate.delivery.phone import public_url
 from caregate.verification import calls
 from caregate.verification.models import PhoneCall
@@ -115,4 +117,26 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
         user=call.user if call is not None else None,
         channel="voice",
     )
+    return HttpResponse(status=204)
+
+
+@twilio_signed
+def sms_status(request: HttpRequest, token: str) -> HttpResponse:
+    """Twilio's message status callback: an SMS that could not be delivered shows on the
+    page (the token in the URL names the one delivery; the message SID must match it)."""
+    value = request.POST.get("MessageStatus", "")[:20]
+    delivery = tasks.sms_status(
+        token,
+        request.POST.get("MessageSid", "")[:64],
+        value,
+        request.POST.get("ErrorCode", "")[:10],
+    )
+    if value in {"delivered", "undelivered", "failed"}:
+        record(
+            "sms.status",
+            value,
+            request=request,
+            user=delivery.user if delivery is not None else None,
+            channel="sms",
+        )
     return HttpResponse(status=204)
