@@ -15,7 +15,7 @@ from django.test import Client
 from twilio.request_validator import RequestValidator
 
 from caregate.audit.models import AuditEvent
-from caregate.delivery.models import OutboxMessage
+from caregate.delivery.models import Delivery, OutboxMessage
 from caregate.verification.models import PhoneCall, VerificationCode
 from tests.phone_steps import (
     CALL_STATUS,
@@ -115,7 +115,10 @@ def test_sms_request_to_twilio(client, api, phone_user):
     assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert request.req_kwargs["timeout"] == 7  # TWILIO_TIMEOUT_SECONDS
     sent = form(request)
-    assert set(sent) == {"To", "From", "Body"}, "no status callback for SMS"
+    assert set(sent) == {"To", "From", "Body", "StatusCallback"}
+    # Twilio reports the message's fate to a signed callback naming this one delivery.
+    [delivery] = Delivery.objects.filter(channel="sms")
+    assert sent["StatusCallback"] == [f"{BASE}/twilio/sms/{delivery.token}/status"]
     assert sent["To"] == [PHONE]
     assert sent["From"] == [FROM]
     body = sent["Body"][0]
@@ -133,7 +136,7 @@ def test_sms_through_a_messaging_service(client, api, twilio, phone_user):
     to_phone_stage(client, phone_user)
     client.post(PHONE_STAGE, {"action": "sms"})
     sent = form(api.calls[0].request)
-    assert set(sent) == {"To", "MessagingServiceSid", "Body"}
+    assert set(sent) == {"To", "MessagingServiceSid", "Body", "StatusCallback"}
     assert sent["MessagingServiceSid"] == ["MG" + "2" * 32]
 
 

@@ -7,11 +7,7 @@ emailed link (20 minutes) leads to the MFA registration (flows/mfa_registration.
 
 from __future__ import annotations
 
-import logging
-import smtplib
-
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -24,14 +20,14 @@ from caregate.accounts.models import (
     username_taken,
 )
 from caregate.audit.log import record
-from caregate.delivery.email import describe_seconds
+from caregate.delivery import tasks
+from caregate.delivery.email import describe_seconds, queue_email
 from caregate.flows.engine import Flow, FlowState
 from caregate.flows.registration_links import registration_error, send_registration_link
 from caregate.flows.stages.organization import OrganizationStage
 from caregate.flows.stages.user_info import EMAIL_TAKEN, UserInfo
 from caregate.verification import ratelimit
 
-logger = logging.getLogger(__name__)
 NAME = "register"
 NOTICE_SUBJECT = "{portal}: someone tried to register with your email address"
 NOTICE_BODY = """Hello,
@@ -58,12 +54,10 @@ def notify_address_in_use(email: str) -> bool:
     body = NOTICE_BODY.format(
         portal=portal, taken=EMAIL_TAKEN, support_phone=settings.CAREGATE_SUPPORT_PHONE
     )
-    try:
-        send_mail(NOTICE_SUBJECT.format(portal=portal), body, None, [email])
-    except (smtplib.SMTPException, OSError):
-        logger.exception("could not send an address-in-use notice")
-        return False
-    return True
+    delivery = queue_email(
+        email, NOTICE_SUBJECT.format(portal=portal), body, purpose="address-in-use"
+    )
+    return tasks.page_state(delivery) != tasks.FAILED
 
 
 def create_account(organization: Organization, info: dict) -> User | None:

@@ -10,8 +10,13 @@ from django.views.decorators.http import require_http_methods
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.delivery import tasks
 from caregate.delivery.email import describe_seconds
-from caregate.flows.registration_links import registration_error, send_registration_link
+from caregate.flows.registration_links import (
+    PURPOSE,
+    registration_error,
+    send_registration_link,
+)
 from caregate.security.client import client_ip
 from caregate.verification import ratelimit
 
@@ -55,6 +60,9 @@ def reset(request: HttpRequest) -> HttpResponse:
     outcome = "throttled" if not allowed else "no-match"
     if user is not None:
         outcome = "sent" if send_registration_link(user) else "failed"
+    elif allowed:
+        # The same work as a link for an account: a delivery row and a task, no email.
+        tasks.enqueue_withheld(PURPOSE)
     record("registration.reset", outcome, request=request, user=user, username=username)
     lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
     return render(

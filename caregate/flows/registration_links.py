@@ -3,27 +3,26 @@ Having trouble logging in?): single use, 20 minutes, and out of the URL before a
 
 from __future__ import annotations
 
-import logging
-import smtplib
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.mail import send_mail
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.views.decorators.http import require_http_methods
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.delivery.email import describe_seconds
+from caregate.delivery import tasks
+from caregate.delivery.email import describe_seconds, queue_email
 from caregate.delivery.phone import public_url
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION
 from caregate.verification.links import issue_link, peek_link, redeem_link
 
-logger = logging.getLogger(__name__)
 PURPOSE = "mfa-registration"
 PENDING = "caregate.pending_link"
 ALREADY_REGISTERED = (
@@ -38,7 +37,8 @@ REASONS = {
 
 
 def send_registration_link(user: User) -> bool:
-    """Email ``user`` a fresh link to complete MFA registration; False if sending failed."""
+    """Email ``user`` a fresh link to complete MFA registration (through the delivery
+    worker); False if it is already known to have failed."""
     lifetime = settings.CAREGATE_REGISTRATION_LINK_SECONDS
     token = issue_link(user, PURPOSE, lifetime)
     context = {
@@ -50,12 +50,15 @@ def send_registration_link(user: User) -> bool:
     }
     body = render_to_string("email/registration_link.txt", context)
     subject = f"{settings.CAREGATE_PORTAL_NAME}: complete your registration"
-    try:
-        send_mail(subject, body, None, [user.email], fail_silently=False)
-    except (smtplib.SMTPException, OSError):
-        logger.exception("could not send a registration link")
-        return False
-    return True
+    delivery = queue_email(
+        user.email,
+        subject,
+        body,
+        purpose=PURPOSE,
+        user_id=user.pk,
+        send_before=timezone.now() + timedelta(seconds=lifetime),
+    )
+    return tasks.page_state(delivery) != tasks.FAILED
 
 
 def registration_error(request: HttpRequest, reason: str = "") -> HttpResponse:

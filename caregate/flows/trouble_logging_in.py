@@ -11,9 +11,10 @@ from caregate.accounts.backends import check_password
 from caregate.accounts.hashers import spend_failed_check
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.delivery import tasks
 from caregate.delivery.email import describe_seconds
 from caregate.flows.forms import EmailSignInForm
-from caregate.flows.registration_links import send_registration_link
+from caregate.flows.registration_links import PURPOSE, send_registration_link
 from caregate.security.client import client_ip
 from caregate.verification import ratelimit
 
@@ -49,6 +50,9 @@ def trouble(request: HttpRequest) -> HttpResponse:
         and user.email_verified_at is not None
     ):
         outcome = "sent" if send_registration_link(user) else "failed"
+    elif allowed:
+        # The same work as a link for an account: a delivery row and a task, no email.
+        tasks.enqueue_withheld(PURPOSE)
     record("trouble.link", outcome, request=request, user=user, username=email)
     lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
     return render(request, "flows/trouble.html", {"sent": SENT.format(lifetime=lifetime)})

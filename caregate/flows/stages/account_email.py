@@ -9,7 +9,6 @@ the rest of the flow only once its own emailed code was verified.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,9 @@ from django.utils.crypto import constant_time_compare
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.delivery.email import describe_seconds, send_code_email
+from caregate.delivery import tasks
+from caregate.delivery.email import describe_seconds
+from caregate.delivery.models import Delivery
 from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
 from caregate.flows.forms import EmailForm
 from caregate.flows.registration_links import send_registration_link
@@ -71,25 +72,21 @@ class AccountEmailCode(EmailCode):
         # messages); only deliver() below tells the two apart, and it says nothing.
         return super()._send(request, state, own)
 
-    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> bool:
+    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> Delivery | None:
+        """Queue a delivery for every address, one that sends nothing for an address
+        without an account: the request does the same work either way, and the mail
+        server's round trip (and whether it failed) happens in the worker, outside it.
+        The page never shows this delivery's state (None), which would tell the two
+        apart; a lost email is another Send new code."""
         if state.data.get("user_id"):
-            if settings.CAREGATE_RESET_EMAIL_IN_BACKGROUND:
-                # Not inside the request: the mail server's round trip (and whether it
-                # failed) would tell a registered address from any other by timing. The
-                # request answers at once either way; a lost email is another resend.
-                threading.Thread(
-                    target=send_code_email,
-                    args=(email, issued.code, self.lifetime),
-                    name="forgot-password-email",
-                    daemon=True,
-                ).start()
-                return True
-            return super().deliver(state, email, issued)
+            super().deliver(state, email, issued)
+            return None
         # No account (or a disabled one): nothing is sent, and the code row keeps no hash
         # a code can match (an empty hash never equals an HMAC), so none ever verifies.
         VerificationCode.objects.filter(pk=issued.record.pk).update(code_hash="")
         record("code.withheld", "no-account", flow=state.raw["flow"], channel="email")
-        return True
+        tasks.enqueue_withheld(self.purpose, flow_id=state.id)
+        return None
 
     # -- verified: the account goes on, or is told to complete its registration --
     def _verified(

@@ -11,7 +11,9 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
+from caregate.delivery import tasks
 from caregate.delivery.email import describe_seconds, send_code_email
+from caregate.delivery.models import Delivery
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.events import record_step
 from caregate.flows.forms import CodeForm, EmailForm
@@ -31,6 +33,12 @@ TOO_MANY_SENDS = "Too many codes have been requested. Please wait a while and tr
 TOO_MANY_CHECKS = "Too many attempts from this computer. Please wait a while and try again."
 NOT_SENT = "Please select Send verification code first."
 NOT_VERIFIED = "Please verify your email address before you continue."
+# While the delivery worker has the code (background delivery, caregate.delivery.tasks).
+DELIVERY_MESSAGES = {
+    tasks.SENDING: "Sending the verification code…",
+    tasks.TRYING: "Still trying to send the verification code…",
+    tasks.FAILED: "We could not deliver the code: try again or choose another method.",
+}
 
 
 def code_error(result: CheckResult) -> str:
@@ -161,13 +169,18 @@ class EmailCode:
         except SendBudgetSpent:
             record_step(request, state, "code.send", "throttled", channel="email")
             return self._render(state, own, error=TOO_MANY_SENDS)
-        if not self.deliver(state, email, issued):
+        delivery = self.deliver(state, email, issued)
+        word = tasks.page_state(delivery)
+        if word == tasks.FAILED:
             # Never delivered, so it must not block the retry with a cooldown.
             issued.record.delete()
             record_step(request, state, "code.send", "failed", channel="email")
             return self._render(state, own, error=SEND_FAILED)
         own["sent"] = True
-        record_step(request, state, "code.send", "sent", channel="email")
+        # Followed on the page until sent (an email once sent stays sent: no query then).
+        own["delivery"] = delivery.pk if delivery is not None and word != tasks.SENT else None
+        outcome = "sent" if word == tasks.SENT else "queued"
+        record_step(request, state, "code.send", outcome, channel="email")
         return self._render(state, own, info=self.resent_message if again else self.sent_message)
 
     def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
@@ -193,10 +206,31 @@ class EmailCode:
             return self._render(state, own)
         return self._render(state, own, error=code_error(result))
 
-    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> bool:
-        """Email the code; False if it could not be sent. A flow whose page must not tell
-        which addresses have an account overrides this (see account_email.py)."""
-        return send_code_email(email, issued.code, self.lifetime)
+    def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> Delivery | None:
+        """Hand the code email to the delivery worker; the Delivery tells how it went, and
+        None shows nothing of it. A flow whose page must not tell which addresses have an
+        account overrides this (see account_email.py)."""
+        return send_code_email(
+            email,
+            issued.code,
+            self.lifetime,
+            purpose=self.purpose,
+            user_id=state.data.get("user_id"),
+            flow_id=state.id,
+            send_before=issued.record.expires_at,
+        )
+
+    def delivery_status(self, state: FlowState) -> tuple[str, str]:
+        """The code email's delivery: (sending | trying | sent | failed, what to say)."""
+        own = state.stage(self.key)
+        delivery_id = own.get("delivery")
+        delivery = (
+            Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
+            if delivery_id and own.get("sent") and not own.get("verified")
+            else None
+        )
+        word = tasks.page_state(delivery)
+        return word, DELIVERY_MESSAGES.get(word, self.sent_message)
 
     # -- page --
     def _render(
@@ -227,7 +261,18 @@ class EmailCode:
         }
         if sent and not verified:
             context.update(self._timer(state))
+            if own.get("delivery"):
+                self._delivery_context(state, own, context)
         return Render(context)
+
+    def _delivery_context(self, state: FlowState, own: dict[str, Any], context: dict) -> None:
+        """Say where the code email is while the worker has it."""
+        word, message = self.delivery_status(state)
+        context["delivery_state"] = word
+        if word == tasks.FAILED:
+            context.update(info="", error=context["error"] or message)
+        elif word != tasks.SENT:
+            context["info"] = message
 
     def _timer(self, state: FlowState) -> dict[str, Any]:
         current = self.verifier(state).current()

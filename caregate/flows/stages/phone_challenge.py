@@ -10,11 +10,13 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from caregate.accounts.models import User
-from caregate.delivery.phone import SendResult, phone_sender
+from caregate.delivery import tasks
+from caregate.delivery.models import Delivery
+from caregate.delivery.phone import queue_call, queue_sms
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.events import record_step
 from caregate.flows.forms import CodeForm
-from caregate.flows.stages.email_code import code_error
+from caregate.flows.stages.email_code import DELIVERY_MESSAGES, code_error
 from caregate.security.client import client_ip
 from caregate.verification import calls, ratelimit
 from caregate.verification.codes import (
@@ -176,13 +178,17 @@ class PhoneChallenge:
         return issued, ""
 
     def _record_send(
-        self, request: HttpRequest, state: FlowState, channel: str, result: SendResult
+        self, request: HttpRequest, state: FlowState, channel: str, delivery: Delivery
     ) -> None:
-        """Audit one send with its outcome, and why Twilio refused it (never its content)."""
-        if result.ok:
+        """Audit one send with its outcome as the request left it (queued when the worker
+        has it), and why Twilio refused it (never its content)."""
+        word = tasks.page_state(delivery)
+        if word == tasks.FAILED:
+            outcome, detail = "failed", {"error": delivery.last_error}
+        elif word == tasks.SENT:
             outcome, detail = ("sent" if channel == "sms" else "placed"), {}
         else:
-            outcome, detail = "failed", {"error": result.error}
+            outcome, detail = "queued", {}
         record_step(request, state, "phone.send", outcome, channel=channel, **detail)
 
     def _send_sms(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
@@ -194,12 +200,20 @@ class PhoneChallenge:
             f"{settings.CAREGATE_PORTAL_NAME}: your verification code is {issued.code}. "
             "Do not share it with anyone."
         )
-        result = phone_sender().send_sms(self.phone(state, own), body)
-        self._record_send(request, state, "sms", result)
-        if not result.ok:
+        delivery = queue_sms(
+            self.phone(state, own),
+            body,
+            purpose=self.code_purpose,
+            user_id=state.data.get("user_id"),
+            flow_id=state.id,
+            send_before=issued.record.expires_at,
+        )
+        self._record_send(request, state, "sms", delivery)
+        if tasks.page_state(delivery) == tasks.FAILED:
             issued.record.delete()  # never delivered: must not hold a cooldown
             return self._render(state, own, error=SMS_FAILED)
-        own.update(mode="sms", call_token="")
+        # Followed on the page: Twilio's status callback may still say it was undelivered.
+        own.update(mode="sms", call_token="", delivery=delivery.pk)
         info = RESENT.format(masked=mask_phone(self.phone(state, own))) if again else ""
         return self._render(state, own, info=info)
 
@@ -214,13 +228,18 @@ class PhoneChallenge:
             issued.record,
             user_id=state.data.get("user_id"),
         )
-        result = phone_sender().place_call(call)
-        self._record_send(request, state, "voice", result)
-        if not result.ok:
+        delivery = queue_call(
+            call,
+            purpose=self.code_purpose,
+            user_id=state.data.get("user_id"),
+            flow_id=state.id,
+        )
+        self._record_send(request, state, "voice", delivery)
+        if tasks.page_state(delivery) == tasks.FAILED:
             call.delete()
             issued.record.delete()
             return self._render(state, own, error=CALL_FAILED)
-        PhoneCall.objects.filter(pk=call.pk).update(provider_sid=result.provider_id)
+        # A call the worker gives up on is marked failed: the call's own status says so.
         # The number to key in is shown on this page only (code mode); kept in the session.
         own.update(mode="call", call_token=call.token, call_code=issued.code)
         return self._render(state, own)
@@ -261,6 +280,18 @@ class PhoneChallenge:
         call = PhoneCall.objects.filter(token=token).first() if token else None
         return calls.refresh(call) if call is not None else None
 
+    def delivery_status(self, state: FlowState) -> tuple[str, str]:
+        """The SMS's delivery: (sending | trying | sent | failed, what to say)."""
+        own = state.stage(self.key)
+        delivery_id = own.get("delivery") if own.get("mode") == "sms" else None
+        delivery = (
+            Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
+            if delivery_id
+            else None
+        )
+        word = tasks.page_state(delivery)
+        return word, DELIVERY_MESSAGES.get(word, "")
+
     # -- page --
     def _render(
         self,
@@ -283,6 +314,13 @@ class PhoneChallenge:
             "code_form": code_form or CodeForm(),
             "number_form": number_form or PhoneNumberForm(),
         }
+        if own.get("mode") == "sms" and own.get("delivery"):
+            word, message = self.delivery_status(state)
+            context["delivery_state"] = word
+            if word == tasks.FAILED:
+                context.update(info="", error=error or message)
+            else:
+                context["delivery_message"] = message
         call = self.current_call(own) if own.get("mode") == "call" else None
         if call is not None:
             context.update(
