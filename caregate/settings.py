@@ -129,11 +129,12 @@ if REDIS_URL:
             "KEY_PREFIX": env_str("CAREGATE_CACHE_PREFIX", "caregate"),
         }
     }
-    # Sessions in Redis (with the database behind it) so app processes share them.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    # Sessions in the database, read through Redis (Django's cached_db, without the key
+    # checks and double writes it does at sign-in: caregate/security/session_store.py).
+    SESSION_ENGINE = "caregate.security.session_store"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    SESSION_ENGINE = "caregate.security.session_store_db"
 
 # --- authentication -------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -24,9 +24,11 @@ from tests import flowstate
 from tests.conftest import PASSWORD
 from tests.phone_steps import PHONE_STAGE, is_signed_in, sms_code, start, text, to_phone_stage
 
+# The engines the settings choose (caregate/security/session_store.py): without and with
+# Redis in front of the database.
 SESSION_ENGINES = [
-    "django.contrib.sessions.backends.db",
-    "django.contrib.sessions.backends.cached_db",
+    "caregate.security.session_store_db",
+    "caregate.security.session_store",
 ]
 # Every action any stage knows, each posted with every field any stage reads: whatever
 # the stage, one of these requests does what it can (send, verify, advance, go back).

@@ -1,0 +1,104 @@
+"""Django's database session stores, with the work a sign-in does not need taken out.
+
+Django's stores ask the database (and, ``cached_db``, Redis) whether each new random key
+exists before using it, and rotate the key at sign-in (``cycle_key``) by inserting the
+new row at once, reading the old row back to delete it, and then updating the new row
+with the signed-in data at the end of the request. Here:
+
+- A new key is 32 random characters (log2(36^32) ≈ 165 bits) and is never checked
+  beforehand; the row's primary key still refuses a duplicate, and the insert of a new
+  key is always a ``must_create`` insert, so a collision raises instead of overwriting
+  another session (Django's create() then draws another key).
+- ``cycle_key`` draws the new key at once (the session registry records it) and deletes
+  the old row, but leaves the single write of the new row to the end of the request: the
+  key still rotates at every sign-in, the old key stops working there and then.
+- A row is deleted with one ``DELETE`` rather than read back first.
+- Outside a transaction a single insert or update is atomic by itself, so it is not
+  wrapped in one (Django's BEGIN/COMMIT around it are two more round trips).
+
+Two engines: ``caregate.security.session_store`` (sessions in the database, read through
+Redis: settings with ``REDIS_URL``) and ``caregate.security.session_store_db`` (database
+only: a process-local cache would keep a signed-out session alive in other processes).
+"""
+
+from __future__ import annotations
+
+from django.contrib.sessions.backends import cached_db, db
+from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
+from django.utils.crypto import get_random_string
+
+
+class LeanDatabaseStore(db.SessionStore):
+    """The database store without the checks and writes described above."""
+
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        self._insert_pending = False
+
+    def _get_new_session_key(self) -> str:
+        # No exists(): the insert refuses a duplicate (see the module docstring).
+        return get_random_string(32, VALID_KEY_CHARS)
+
+    def cycle_key(self) -> None:
+        data = self._session
+        old_key = self.session_key
+        self._session_key = self._get_new_session_key()
+        self._session_cache = data
+        self._insert_pending = True
+        self.modified = True
+        if old_key:
+            self.delete(old_key)
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            self.create()
+            return
+        # The key drawn by cycle_key has no row yet. A collision (never seen in practice)
+        # raises CreateError rather than taking over another session's row.
+        self._write(must_create or self._insert_pending)
+        self._insert_pending = False
+
+    def _write(self, must_create: bool) -> None:
+        data = self._get_session(no_load=must_create)
+        obj = self.create_model_instance(data)
+        using = router.db_for_write(self.model, instance=obj)
+        try:
+            if connections[using].in_atomic_block:
+                # Inside a caller's transaction: a refused insert must not break it.
+                with transaction.atomic(using=using):
+                    obj.save(force_insert=must_create, force_update=not must_create, using=using)
+            else:
+                obj.save(force_insert=must_create, force_update=not must_create, using=using)
+        except IntegrityError as exc:
+            if must_create:
+                raise CreateError from exc
+            raise
+        except DatabaseError as exc:
+            if not must_create:
+                raise UpdateError from exc
+            raise
+
+    def delete(self, session_key: str | None = None) -> None:
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        # One DELETE: the session model has no relations or signals to honour.
+        self.model.objects.filter(session_key=session_key).delete()
+
+
+class LeanCachedDatabaseStore(cached_db.SessionStore, LeanDatabaseStore):
+    """``cached_db`` (the row is the truth, Redis a read-through copy) over the lean store:
+    the MRO puts LeanDatabaseStore under cached_db's save() and delete(), which write or
+    drop the row and then the copy."""
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            # create() saves (row and copy) itself: Django's would copy to Redis twice.
+            self.create()
+            return
+        super().save(must_create)
+
+
+SessionStore = LeanCachedDatabaseStore

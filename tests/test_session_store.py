@@ -1,0 +1,90 @@
+"""The lean session stores (caregate/security/session_store.py): no exists() before a new
+key, one write of the rotated session, and still never a session taken over by a key
+that is already in use."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from unittest import mock
+
+import pytest
+from django.contrib.sessions.backends.base import CreateError
+from django.contrib.sessions.models import Session
+from django.core.cache import cache
+
+from caregate.security import session_store, session_store_db
+
+pytestmark = pytest.mark.django_db
+
+STORES = [session_store.SessionStore, session_store_db.SessionStore]
+
+
+def test_the_settings_use_the_lean_store():
+    from django.conf import settings
+
+    engine = import_module(settings.SESSION_ENGINE)
+    assert issubclass(engine.SessionStore, session_store.LeanDatabaseStore)
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_cycle_key_rotates_and_writes_the_new_row_once(store_class):
+    store = store_class()
+    store["who"] = "before sign-in"
+    store.save()
+    old = store.session_key
+    store.cycle_key()
+    new = store.session_key
+    assert new and new != old
+    assert not Session.objects.filter(session_key=old).exists(), "the old key ends at once"
+    assert not store_class().exists(old)
+    store["who"] = "signed in"
+    with mock.patch.object(Session, "save", autospec=True, side_effect=Session.save) as writes:
+        store.save()
+    assert writes.call_count == 1 and writes.call_args.kwargs["force_insert"] is True
+    assert store_class(session_key=new)["who"] == "signed in"
+    store.save()  # later saves of the same session update its row
+    assert Session.objects.filter(session_key=new).count() == 1
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_a_rotated_key_that_collides_never_takes_over_the_other_session(store_class):
+    victim = store_class()
+    victim["owner"] = "victim"
+    victim.save()
+    other = store_class()
+    other["owner"] = "other"
+    other.save()
+    with mock.patch.object(store_class, "_get_new_session_key", return_value=victim.session_key):
+        other.cycle_key()
+    other["owner"] = "attacker"
+    with pytest.raises(CreateError):
+        other.save()
+    cache.clear()  # read the row, not a cached copy
+    assert store_class(session_key=victim.session_key)["owner"] == "victim"
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_a_new_session_whose_key_collides_draws_another(store_class):
+    taken = store_class()
+    taken["owner"] = "first"
+    taken.save()
+    keys = iter([taken.session_key, "k" * 32])
+    store = store_class()
+    store["owner"] = "second"
+    with mock.patch.object(store_class, "_get_new_session_key", side_effect=lambda: next(keys)):
+        store.save()
+    assert store.session_key == "k" * 32
+    cache.clear()
+    assert store_class(session_key=taken.session_key)["owner"] == "first"
+    assert store_class(session_key="k" * 32)["owner"] == "second"
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_no_lookup_before_a_new_key(store_class):
+    with mock.patch.object(store_class, "exists", side_effect=AssertionError("looked up")):
+        store = store_class()
+        store["x"] = 1
+        store.save()
+        store.cycle_key()
+        store.save()
+    assert store_class().exists(store.session_key)
