@@ -364,3 +364,11 @@ def test_migration_signs_an_existing_head():
     migration.sign_head(apps, None)
     assert AuditHead.objects.get(pk=1).mac == head_mac(5, events[-1].hash, 5)
     assert verify_chain() == (5, None)
+
+
+def test_the_append_writes_every_column_of_an_event():
+    """record() writes its INSERT by hand: a column added to AuditEvent must be added there
+    (and to the chain's content) too, or this fails."""
+    from caregate.audit.log import EVENT_COLUMNS
+
+    assert list(EVENT_COLUMNS) == [f.column for f in AuditEvent._meta.concrete_fields]
