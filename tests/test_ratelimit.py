@@ -207,3 +207,39 @@ def test_a_separate_process_shares_counters(settings):
     # Its first hit is the third overall (allowed); its second is over the limit.
     assert result.stdout.strip() == "True,False"
     assert not ratelimit.hit("signin:account", "victim@example.com", now=NOW)
+
+
+def test_a_later_hit_does_not_push_the_windows_expiry_back(limits):
+    """EXPIRE NX: the first hit of a window sets its expiry, later hits leave it."""
+    ratelimit.hit("test:three", "ttl", now=NOW)
+    raw = redis_client()
+    key = caches["default"].make_key(ratelimit._key("test:three", "ttl", 60, NOW))
+    raw.expire(key, 5)
+    ratelimit.hit("test:three", "ttl", now=NOW)
+    assert 0 < raw.ttl(key) <= 5
+    assert int(raw.get(key)) == 2
+
+
+def test_one_round_trip_to_redis_for_every_scope_of_a_hit(limits, frozen):
+    from redis.connection import AbstractConnection
+
+    ratelimit.hit("test:three", "warm")  # a connection in the pool already
+    send = AbstractConnection.send_packed_command
+    with mock.patch.object(
+        AbstractConnection, "send_packed_command", autospec=True, side_effect=send
+    ) as trips:
+        assert ratelimit.hit_all([("test:three", "a"), ("test:one", "b"), ("test:three", "c")])
+    assert trips.call_count == 1
+
+
+def test_the_local_memory_fallback_counts_the_same(limits, frozen):
+    """Without Redis (one process, and settings without REDIS_URL): Django's cache calls."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    with mock.patch.object(ratelimit, "cache", LocMemCache("ratelimit-test", {})):
+        assert [ratelimit.hit("test:three", "a") for _ in range(5)] == [True] * 3 + [False] * 2
+        assert ratelimit.hit_all([("test:one", "x"), ("test:three", "y")])
+        assert not ratelimit.hit_all([("test:one", "x"), ("test:three", "y")])
+        assert ratelimit.hit("test:three", "y")
+        assert not ratelimit.hit("test:three", "y")
+        assert ratelimit.is_limited("test:three", "a")

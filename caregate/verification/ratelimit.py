@@ -2,7 +2,12 @@
 
 Written by hand because the limits are keyed by things a decorator cannot see (the
 account an email names, the destination a code goes to) and must be tested once for
-every factor; it is thirty lines over Django's atomic cache.add/cache.incr.
+every factor.
+
+On Redis (Django's RedisCache) every counter of one hit goes in one round trip: a
+MULTI/EXEC pipeline of INCR and EXPIRE ... NX per scope (NX: the window's expiry is set
+by its first hit, never pushed back). Elsewhere (the local-memory cache of tests and of a
+single process) Django's atomic cache.add/cache.incr do it, three calls a scope.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
 
 
 @dataclass(frozen=True)
@@ -34,18 +41,52 @@ def _key(scope: str, identity: str, window: int, now: float) -> str:
 
 def hit(scope: str, identity: str, *, now: float | None = None) -> bool:
     """Count one event; return False when the limit for this identity is exceeded."""
-    limit = limit_for(scope)
+    return _count([(scope, identity)], now)[0]
+
+
+def _count(checks: list[tuple[str, str]], now: float | None) -> list[bool]:
+    """Count one event for every (scope, identity); whether each is within its limit."""
     moment = time.time() if now is None else now
-    key = _key(scope, identity, limit.window, moment)
-    # add() is atomic (SET NX in Redis); incr() is atomic too. Together they never lose a hit.
+    counters = []
+    for scope, identity in checks:
+        limit = limit_for(scope)
+        counters.append((limit, _key(scope, identity, limit.window, moment)))
+    backend = _backend()
+    if isinstance(backend, RedisCache):
+        values = _incr_on_redis(backend, counters)
+    else:
+        values = [_incr_in_cache(key, limit) for limit, key in counters]
+    return [value <= limit.count for value, (limit, _) in zip(values, counters, strict=True)]
+
+
+def _backend() -> BaseCache:
+    # ``cache`` is Django's proxy to the default cache (or, in a test, a cache itself).
+    return cache if isinstance(cache, BaseCache) else caches[DEFAULT_CACHE_ALIAS]
+
+
+def _incr_on_redis(redis_cache: RedisCache, counters: list[tuple[Limit, str]]) -> list[int]:
+    """INCR + EXPIRE NX for each counter, all in one round trip. The keys are the cache's
+    own (prefix, version), and a plain integer is how RedisCache stores an int, so
+    is_limited()'s cache.get() reads these counters."""
+    client = redis_cache._cache.get_client(write=True)
+    with client.pipeline(transaction=True) as pipe:
+        for limit, key in counters:
+            stored = redis_cache.make_and_validate_key(key)
+            pipe.incr(stored)
+            pipe.expire(stored, limit.window + 1, nx=True)
+        replies = pipe.execute()
+    return [int(value) for value in replies[0::2]]
+
+
+def _incr_in_cache(key: str, limit: Limit) -> int:
+    # add() is atomic (SET NX); incr() is atomic too. Together they never lose a hit.
     if cache.add(key, 1, timeout=limit.window + 1):
-        return limit.count >= 1
+        return 1
     try:
-        value = cache.incr(key)
+        return cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=limit.window + 1)
-        value = 1
-    return value <= limit.count
+        return 1
 
 
 def is_limited(scope: str, identity: str, *, now: float | None = None) -> bool:
@@ -58,5 +99,5 @@ def is_limited(scope: str, identity: str, *, now: float | None = None) -> bool:
 
 def hit_all(checks: list[tuple[str, str]]) -> bool:
     """Count every (scope, identity) pair; return False if any of them is over its limit."""
-    results = [hit(scope, identity) for scope, identity in checks if identity]
-    return all(results)
+    # Every pair is counted, also after one of them is already over (one round trip).
+    return all(_count([(scope, identity) for scope, identity in checks if identity], None))
