@@ -64,7 +64,7 @@ class Delivery(models.Model):
 
     channel = models.CharField(max_length=10, choices=Channel)
     purpose = models.CharField(max_length=40)
-    destination = models.CharField(max_length=254, blank=True)
+    destination = models.CharField(max_length=600, blank=True)  # ", "-separated for a notice
     subject = models.CharField(max_length=255, blank=True)
     body = models.TextField(blank=True)
     # A call's PhoneCall token (the call is driven by its own TwiML and status webhooks).

@@ -191,7 +191,9 @@ def _send(delivery: Delivery) -> Outcome:
 
 
 def _send_email(delivery: Delivery) -> Outcome:
-    message = EmailMessage(delivery.subject, delivery.body, None, [delivery.destination])
+    # A notice may go to two addresses at once (the old and the new): ", " between them.
+    recipients = [to.strip() for to in delivery.destination.split(",") if to.strip()]
+    message = EmailMessage(delivery.subject, delivery.body, None, recipients)
     try:
         message.send(fail_silently=False)
     except smtplib.SMTPResponseException as exc:

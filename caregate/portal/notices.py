@@ -29,15 +29,12 @@ def notify(user: User, subject: str, text: str, *, email_to: list[str] | None = 
             organization_id=user.organization_id, recipient=user, subject=subject, body=body
         )
     recipients = email_to if email_to is not None else [user.email]
-    queued = [
-        queue_email(
-            to,
-            f"{settings.CAREGATE_PORTAL_NAME}: {subject}",
-            body,
-            purpose="notice",
-            user_id=user.pk,
-        )
-        for to in recipients
-        if to
-    ]
-    return all(tasks.page_state(delivery) != tasks.FAILED for delivery in queued)
+    # One email to every recipient, as one delivery (its destination lists them).
+    delivery = queue_email(
+        ", ".join(r for r in recipients if r),
+        f"{settings.CAREGATE_PORTAL_NAME}: {subject}",
+        body,
+        purpose="notice",
+        user_id=user.pk,
+    )
+    return tasks.page_state(delivery) != tasks.FAILED

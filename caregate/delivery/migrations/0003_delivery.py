@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('channel', models.CharField(choices=[('email', 'Email'), ('sms', 'SMS'), ('call', 'Voice call')], max_length=10)),
                 ('purpose', models.CharField(max_length=40)),
-                ('destination', models.CharField(blank=True, max_length=254)),
+                ('destination', models.CharField(blank=True, max_length=600)),
                 ('subject', models.CharField(blank=True, max_length=255)),
                 ('body', models.TextField(blank=True)),
                 ('call_token', models.CharField(blank=True, max_length=64)),
