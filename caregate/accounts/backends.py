@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
-from django.db.models.functions import Lower
 from django.http import HttpRequest
 
 from caregate.accounts.hashers import spend_failed_check
-from caregate.accounts.models import CaregateUserManager, User
+from caregate.accounts.models import User
 from caregate.verification import ratelimit
 
 SCOPE = "signin:account"
@@ -40,12 +39,12 @@ def resolve(*, email: str | None = None, username: str | None = None) -> User | 
     The same single query runs whether or not the account exists.
     """
     if email is not None:
-        field, value = "email", CaregateUserManager.normalize_email(email)
+        found, value = User.objects.with_email(email), email.strip()
     else:
-        field, value = "username", (username or "").strip().lower()
+        found, value = User.objects.with_username(username), (username or "").strip()
     if not value:
         return None
-    return User.objects.alias(key=Lower(field)).filter(key=value).first()
+    return found.first()
 
 
 def _spend_a_hash(password: str) -> None:

@@ -101,6 +101,21 @@ class CaregateUserManager(UserManager["User"]):
         # accounts differing only by case would be a support trap.
         return (email or "").strip().lower()
 
+    # Emails and usernames are unique by their lowercase form, and those expression
+    # indexes (user_email_unique_ci, user_username_unique_ci) are the only ones on the
+    # columns: a lookup must name the same expression, lower(col) = 'value', for the
+    # index to serve it. ``email=`` or ``email__iexact=`` (UPPER(col) LIKE UPPER(...))
+    # scan the whole table.
+    def with_email(self, email: str | None) -> models.QuerySet[User]:
+        """The account of this address, in any letter case (at most one)."""
+        value = self.normalize_email(email)
+        return self.alias(_email_ci=Lower("email")).filter(_email_ci=value)
+
+    def with_username(self, username: str | None) -> models.QuerySet[User]:
+        """The account of this username, in any letter case (at most one)."""
+        value = (username or "").strip().lower()
+        return self.alias(_username_ci=Lower("username")).filter(_username_ci=value)
+
 
 class User(AbstractUser):
     """A portal user: provider/customer staff, or a provider administrator."""
@@ -225,7 +240,7 @@ def username_taken(username: str) -> bool:
     """Whether a username belongs to an account or is held by a registration."""
     value = username.strip()
     return (
-        User.objects.filter(username__iexact=value).exists()
+        User.objects.with_username(value).exists()
         or ReservedUsername.objects.filter(username=value.lower()).exists()
     )
 

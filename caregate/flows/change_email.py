@@ -39,7 +39,7 @@ NOTHING_CHANGED = "That is the email address already on record for you, so nothi
 
 
 def taken(email: str, user: User) -> bool:
-    return User.objects.filter(email=email).exclude(pk=user.pk).exists()
+    return User.objects.with_email(email).exclude(pk=user.pk).exists()
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from caregate.accounts.models import CaregateUserManager, User
+from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.flows.engine import Flow, FlowState, Render, Result, Stage, When
 from caregate.flows.signin import active_user, sign_in
@@ -38,11 +38,7 @@ def needs_registration(user: User) -> Result | None:
 
 def email_available(email: str, state: FlowState) -> str:
     """The work email may be the user's own, but not another account's."""
-    taken = (
-        User.objects.filter(email=CaregateUserManager.normalize_email(email))
-        .exclude(pk=state.data.get("user_id"))
-        .exists()
-    )
+    taken = User.objects.with_email(email).exclude(pk=state.data.get("user_id")).exists()
     return EMAIL_TAKEN if taken else ""
 
 

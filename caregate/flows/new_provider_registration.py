@@ -39,7 +39,7 @@ If it was not you, ignore this email or call {support_phone}.
 
 
 def email_in_use(email: str) -> bool:
-    return User.objects.filter(email=CaregateUserManager.normalize_email(email)).exists()
+    return User.objects.with_email(email).exists()
 
 
 def notify_address_in_use(email: str) -> bool:

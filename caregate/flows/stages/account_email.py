@@ -37,11 +37,7 @@ def find_account(email: str) -> User | None:
 
     Operator staff accounts are never found: their password is the identity provider's,
     and a reset here would give them a second way in around it."""
-    return (
-        User.objects.filter(email__iexact=email.strip(), is_active=True)
-        .filter(oidc_subject="")
-        .first()
-    )
+    return User.objects.with_email(email).filter(is_active=True).filter(oidc_subject="").first()
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,9 @@ class Command(BaseCommand):
             validate_email(email)
         except ValidationError as exc:
             raise CommandError(f"{email!r} is not a valid email address") from exc
-        if User.objects.filter(username__iexact=options["username"]).exists():
+        if User.objects.with_username(options["username"]).exists():
             raise CommandError(f"username {options['username']!r} is taken")
-        if User.objects.filter(email=email).exists():
+        if User.objects.with_email(email).exists():
             raise CommandError(f"email {email!r} is already used")
         user = User(
             username=options["username"],

@@ -20,7 +20,6 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
 
 from caregate.accounts.hashers import wrapper_for, wrappers
 from caregate.accounts.models import (
@@ -166,9 +165,9 @@ class Command(BaseCommand):
 
     def _unique(self, user: User, usernames: set[str], emails: set[str]) -> None:
         name = user.username.lower()
-        if name in usernames or User.objects.filter(username__iexact=name).exists():
+        if name in usernames or User.objects.with_username(name).exists():
             raise ValueError(f"username {user.username!r} already exists")
-        if user.email in emails or User.objects.filter(Q(email=user.email)).exists():
+        if user.email in emails or User.objects.with_email(user.email).exists():
             raise ValueError(f"email {user.email!r} already exists")
         usernames.add(name)
         emails.add(user.email)
