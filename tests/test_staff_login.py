@@ -283,12 +283,17 @@ def test_an_answer_naming_another_issuer_is_refused(client: Client, db) -> None:
     assert signed_in_as(client) is None
 
 
-def test_an_error_from_the_provider_is_shown_plainly(client: Client, db) -> None:
+def test_an_error_from_the_provider_is_shown_plainly(client: Client, idp, db) -> None:
     authorize = to_provider(client)
     state = parse_qs(urlsplit(authorize).query)["state"][0]
     response = client.get(
         "/staff-login/identity-provider/",
-        {"state": state, "error": "access_denied", "error_description": "<script>x</script>"},
+        {
+            "state": state,
+            "iss": idp.issuer,
+            "error": "access_denied",
+            "error_description": "<script>x</script>",
+        },
     )
     assert response.status_code == 400
     page = response.content.decode()
@@ -363,3 +368,39 @@ def test_the_staff_login_needs_a_post_and_a_configuration(client: Client, settin
     settings.CAREGATE_OIDC_CLIENT_ID = ""
     assert client.post("/staff/login/").status_code == 404
     assert "domain account" not in client.get("/").content.decode()
+
+
+def test_an_answer_without_iss_is_refused_when_the_provider_promises_it(client: Client, db):
+    """RFC 9207: this provider always sends iss, so an answer without it is not its own."""
+    callback = sign_in_at_provider(requests.Session(), to_provider(client), "sam")
+    stripped = re.sub(r"&?iss=[^&]+", "", callback)
+    assert "iss=" not in stripped
+    response = client.get(stripped)
+    assert response.status_code == 400 and signed_in_as(client) is None
+    assert events("staff-login.callback")[-1].outcome == "wrong-issuer"
+
+
+def test_a_stray_get_does_not_replace_the_request_being_finished(client: Client, db):
+    """A link from another site to the stage (or the Back button) sends the same request
+    again, so the answer to the first one still signs in."""
+    first = to_provider(client)
+    again = client.get("/staff-login/identity-provider/")
+    assert again.status_code == 302 and again.url == first
+    callback = sign_in_at_provider(requests.Session(), first, "sam")
+    assert client.get(callback).url == "/home/"
+
+
+def test_after_sign_out_the_next_staff_login_asks_the_provider_again(client: Client, db):
+    """Sign out without confirming at the provider: the provider's session is still there,
+    so the next LOGIN in this browser asks for prompt=login (a shared PC)."""
+    browser = requests.Session()
+    staff_sign_in(client, "sam", browser)
+    client.post("/logout/")  # the provider's confirmation is never given
+    authorize = to_provider(client)
+    assert parse_qs(urlsplit(authorize).query)["prompt"] == ["login"]
+    page = browser.get(authorize)
+    assert 'name="login"' in page.text  # the provider's form, not a silent sign-in
+    # Only once: the LOGIN after that (a new attempt) does not insist again.
+    client.post("/staff/login/")
+    second = client.get("/staff-login/identity-provider/").url
+    assert "prompt" not in parse_qs(urlsplit(second).query)

@@ -10,3 +10,5 @@ REMEMBER_UNTIL = "caregate.remember_until"  # epoch seconds: that token's expiry
 REMEMBER_SET = "caregate.remember_set"  # the token set by this session's full sign-in
 # Staff LOGIN (OIDC): the ID token, kept only as the id_token_hint of the provider's logout.
 STAFF_ID_TOKEN = "caregate.staff_id_token"  # noqa: S105 (a session key name)
+# Set by Sign out of a staff session: the next staff LOGIN in this browser sends prompt=login.
+STAFF_REAUTHENTICATE = "caregate.staff_reauthenticate"

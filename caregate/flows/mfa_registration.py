@@ -70,7 +70,7 @@ class CreatePassword(SetPassword):
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     """Record the MFA registration, then sign in (the Terms of Use come before home)."""
     user = active_user(state.data.get("user_id"))
-    if user is None:
+    if user is None or user.is_operator_staff:  # staff MFA is the identity provider's
         return MFA_REGISTRATION.restart(request, "Please start again.")
     if state.data.get("method") == "phone":
         user.mfa_method = User.MfaMethod.PHONE

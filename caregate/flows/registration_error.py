@@ -51,8 +51,12 @@ def reset(request: HttpRequest) -> HttpResponse:
         [("link-request:client", client_ip(request)), ("link-request:account", username)]
     )
     user = (
+        # Operator staff are never found: they have no registration here to reset.
         User.objects.filter(
-            username__iexact=username, is_active=True, mfa_method=User.MfaMethod.NONE
+            username__iexact=username,
+            is_active=True,
+            mfa_method=User.MfaMethod.NONE,
+            oidc_subject="",
         ).first()
         if allowed
         else None

@@ -39,6 +39,9 @@ REASONS = {
 def send_registration_link(user: User) -> bool:
     """Email ``user`` a fresh link to complete MFA registration (through the delivery
     worker); False if it is already known to have failed."""
+    if user.is_operator_staff:
+        # Staff register nothing here: their sign-in and MFA are the identity provider's.
+        return False
     lifetime = settings.CAREGATE_REGISTRATION_LINK_SECONDS
     token = issue_link(user, PURPOSE, lifetime)
     context = {
@@ -146,6 +149,9 @@ def link_continue(request: HttpRequest) -> HttpResponse:
     record("registration.link", outcome, request=request, user=user)
     if user is None:
         return registration_error(request, outcome)
+    if user.is_operator_staff:
+        record("registration.link", "staff-account", request=request, user=user)
+        return registration_error(request, "unknown")
     if user.mfa_method != User.MfaMethod.NONE:
         # A spare link (e.g. from Reset) must not re-open a finished registration.
         record("registration.link", "already-registered", request=request, user=user)

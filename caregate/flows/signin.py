@@ -6,6 +6,7 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.crypto import constant_time_compare
@@ -24,6 +25,7 @@ from caregate.verification import remember
 from caregate.verification.models import RememberedBrowser
 
 BACKEND = "caregate.accounts.backends.EmailOrUsernameBackend"
+STAFF_METHOD = "staff-sso"  # the staff LOGIN's sign-in method (caregate/staff/staff_login.py)
 
 
 def sign_in(
@@ -42,6 +44,12 @@ def sign_in(
     ``remembered``: the token this sign-in skipped the prompts with; the session ends when
     that token does (its four hours, Sign out, an account change), not 12 hours later.
     """
+    if user.is_operator_staff != (method == STAFF_METHOD):
+        # The one door for each kind of account: operator staff only through the staff
+        # LOGIN (their MFA is the identity provider's), customers never through it. Any
+        # other flow reaching a staff account (a registration link, a reset) stops here.
+        record("signin", "wrong-door", request=request, user=user, flow=flow, method=method)
+        raise PermissionDenied("This account signs in with another LOGIN button.")
     login(request, user, backend=BACKEND)
     now = int(time.time())
     request.session[keys.AUTH_TIME] = now

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from caregate.accounts.terms import accept, needs_terms
 from caregate.audit.log import record
+from caregate.flows import keys
 from caregate.flows.email_login import EMAIL_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
 from caregate.flows.signin import sign_in
@@ -95,7 +96,10 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     response = redirect(at_provider or "portal:login")
     remember.forget(request, response)  # reads the session: before logout() flushes it
     sessions.forget(request)
+    was_staff = request.user.is_authenticated and request.user.is_operator_staff
     logout(request)
+    if was_staff:  # in the new, empty session: see staff_login.AtIdentityProvider._send
+        request.session[keys.STAFF_REAUTHENTICATE] = True
     messages.info(request, "You have signed out.")
     return response
 

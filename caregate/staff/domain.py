@@ -9,20 +9,37 @@ was typed, never on whether an account exists.
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.conf import settings
+
+# Dots that IDNA (UTS #46) maps to "." in a domain: a mail server reading the address
+# delivers to the same domain as with a plain dot.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
 def internal_domain() -> str:
     return settings.CAREGATE_INTERNAL_EMAIL_DOMAIN.strip().lower().lstrip("@")
 
 
+def mail_domain(host: str) -> str:
+    """The domain a mail server delivers ``host`` to: invisible characters removed,
+    compatibility forms folded (full-width letters, ligatures: NFKC, as IDNA does), IDNA
+    dots mapped, case folded, a trailing dot dropped. Django's SMTP backend IDNA-encodes
+    the domain the same way, so a look-alike spelling reaches the same mailbox."""
+    visible = "".join(ch for ch in host if unicodedata.category(ch) != "Cf")
+    folded = unicodedata.normalize("NFKC", visible).translate(_DOTS).casefold()
+    return folded.strip().rstrip(".")
+
+
 def is_internal_address(value: str) -> bool:
-    """Whether ``value`` is an address at the operator's domain or one of its subdomains."""
+    """Whether ``value`` is an address at the operator's domain or one of its subdomains,
+    in any spelling that mail delivery treats as that domain."""
     domain = internal_domain()
-    _, at, host = value.strip().lower().rpartition("@")
+    _, at, host = value.rpartition("@")
     if not (domain and at):
         return False
-    host = host.rstrip(".")
+    host = mail_domain(host)
     return host == domain or host.endswith(f".{domain}")
 
 

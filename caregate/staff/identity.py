@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
@@ -46,6 +48,7 @@ class StaffClaims:
     groups: tuple[str, ...]
     amr: tuple[str, ...]
     acr: str
+    email_unverified: bool = False
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -61,20 +64,39 @@ def _text(value: Any, limit: int) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
+def _subject(value: Any) -> str:
+    """The subject exactly as sent: never trimmed or cut, so two subjects that differ
+    only by spaces or past 255 characters cannot share an account; else refused."""
+    return value if isinstance(value, str) and 0 < len(value) <= 255 else ""
+
+
+def _address(value: Any) -> str:
+    """A staff address, only if it is a valid address (no trailing dot, no second @)."""
+    candidate = value.strip().lower() if isinstance(value, str) else ""
+    try:
+        validate_email(candidate)
+    except ValidationError:
+        return ""
+    return candidate
+
+
 def read_claims(claims: dict[str, Any]) -> StaffClaims:
-    email = _text(claims.get("email"), 254).lower()
-    if not email:  # Entra ID: the UPN is the staff address when no email claim is sent
-        candidate = _text(claims.get("preferred_username"), 254).lower()
-        email = candidate if "@" in candidate else ""
+    # An address the provider says it has NOT verified is no address: the staff-domain
+    # check must not rest on what a user typed into their profile.
+    email = "" if claims.get("email_verified") is False else _address(claims.get("email"))
+    if not email and "email" not in claims:
+        # Entra ID: the UPN is the staff address when no email claim is sent.
+        email = _address(claims.get("preferred_username"))
     return StaffClaims(
         issuer=claims["iss"],
-        subject=_text(claims.get("sub"), 255),
+        subject=_subject(claims.get("sub")),
         email=email,
         first_name=_text(claims.get("given_name"), 150),
         last_name=_text(claims.get("family_name"), 150),
         groups=_strings(claims.get(settings.CAREGATE_OIDC_ROLES_CLAIM)),
         amr=_strings(claims.get("amr")),
         acr=_text(claims.get("acr"), 255),
+        email_unverified=claims.get("email_verified") is False,
     )
 
 
@@ -95,6 +117,8 @@ def _check(found: StaffClaims) -> None:
         raise StaffRefused("no-subject")
     if settings.CAREGATE_OIDC_REQUIRE_MFA and not shows_mfa(found.amr, found.acr):
         raise StaffRefused("no-mfa")
+    if found.email_unverified:
+        raise StaffRefused("email-unverified")
     if not found.email:
         raise StaffRefused("no-email")
     if internal_domain() and not is_internal_address(found.email):

@@ -165,12 +165,14 @@ class AuthorizationRequest:
     code_verifier: str
 
 
-def authorization_request() -> AuthorizationRequest:
-    """A fresh authorization request: random state, nonce and PKCE verifier."""
+def authorization_request(*, prompt: str = "") -> AuthorizationRequest:
+    """A fresh authorization request: random state, nonce and PKCE verifier; ``prompt``
+    ("login") asks the provider to authenticate again even with a session there."""
     endpoint = metadata()["authorization_endpoint"]
     state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
+    extra = {"prompt": prompt} if prompt else {}
     url, _ = _session().create_authorization_url(
-        endpoint, state=state, nonce=nonce, code_verifier=verifier
+        endpoint, state=state, nonce=nonce, code_verifier=verifier, **extra
     )
     return AuthorizationRequest(url=url, state=state, nonce=nonce, code_verifier=verifier)
 

@@ -51,6 +51,10 @@ REFUSALS = {
         "portal requires. Sign out of {brand} and sign in again with your second factor."
     ),
     "no-email": "Your {brand} account has no email address. Please contact the IT help desk.",
+    "email-unverified": (
+        "{brand} has not verified the email address of your account. Please contact the "
+        "IT help desk."
+    ),
     "outside-domain": (
         "Only {brand} staff accounts can use this LOGIN button. Customer and provider "
         "users sign in with LOGIN WITH PHONE or LOGIN WITH EMAIL."
@@ -95,8 +99,17 @@ class AtIdentityProvider:
         return self._returned(request, state) if returned else self._send(request, state)
 
     def _send(self, request: HttpRequest, state: FlowState) -> Result:
+        pending = state.stage(self.key).get("url")
+        if pending:
+            # The Back button, or a link from another site to this address: the same
+            # request again, so a stray GET cannot replace the one the user is finishing.
+            return Away(pending)
+        # After a Sign out that did not end the provider's session (its confirmation not
+        # given), the next staff LOGIN in this browser asks the provider for the password
+        # again instead of signing the next person at the PC straight in.
+        prompt = "login" if request.session.pop(keys.STAFF_REAUTHENTICATE, False) else ""
         try:
-            outgoing = oidc.authorization_request()
+            outgoing = oidc.authorization_request(prompt=prompt)
         except oidc.ProviderUnavailable as error:
             record(
                 "staff-login.provider",
@@ -109,6 +122,7 @@ class AtIdentityProvider:
         # A fresh request each time (the Back button, a second tab): only the newest is
         # accepted at the callback.
         state.raw["stages"][self.key] = {
+            "url": outgoing.url,
             "state": outgoing.state,
             "nonce": outgoing.nonce,
             "code_verifier": outgoing.code_verifier,
@@ -124,7 +138,7 @@ class AtIdentityProvider:
             # code planted here (login CSRF). This browser's own attempt is kept.
             record("staff-login.callback", "state-mismatch", request=request, flow=NAME)
             return Render({"message": _brand(NOT_VERIFIED)}, template=REFUSED, status=400)
-        if request.GET.get("iss", settings.CAREGATE_OIDC_ISSUER) != settings.CAREGATE_OIDC_ISSUER:
+        if not self._issuer_matches(request):
             # RFC 9207: an answer naming another issuer is a mix-up attack (another
             # provider's code sent to this one); it is refused before any exchange.
             record("staff-login.callback", "wrong-issuer", request=request, flow=NAME)
@@ -139,9 +153,23 @@ class AtIdentityProvider:
             )
             state.raw["stages"].pop(self.key, None)  # this request is spent
             return Render({"message": _brand(PROVIDER_SAID)}, template=REFUSED, status=400)
+        sent = {k: v for k, v in sent.items() if k != "url"}
         # Advance finishes the flow (deletes its row by revision) before finish() runs:
         # of two callbacks carrying this state, only one goes on to exchange the code.
         return Advance({"code": code, **sent})
+
+    @staticmethod
+    def _issuer_matches(request: HttpRequest) -> bool:
+        """RFC 9207: the ``iss`` the answer names must be ours, and must be present when
+        the provider says it always sends it."""
+        issuer = settings.CAREGATE_OIDC_ISSUER
+        if "iss" in request.GET:
+            return request.GET["iss"] == issuer
+        try:
+            promised = oidc.metadata().get("authorization_response_iss_parameter_supported")
+        except oidc.ProviderUnavailable:
+            return True  # the code exchange will say the provider is unavailable
+        return promised is not True
 
 
 UNAVAILABLE_TEXT = (

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from unicodedata import category
 
 from django import forms
 from django.contrib import messages
@@ -230,6 +231,15 @@ class ReasonForm(ConfirmForm):
             "max_length": f"A reason is at most {REASON_MAX} characters.",
         },
     )
+
+    def clean_reason(self) -> str:
+        # Invisible characters (zero-width spaces, direction marks) are not a reason: the
+        # audit log must say why, in letters a reviewer can read.
+        visible = "".join(ch for ch in self.cleaned_data["reason"] if category(ch) != "Cf")
+        visible = " ".join(visible.split())
+        if len(visible) < REASON_MIN:
+            raise forms.ValidationError(f"A reason is at least {REASON_MIN} characters.")
+        return visible
 
 
 def _staff_refusal(target: User) -> str:

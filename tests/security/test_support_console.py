@@ -192,6 +192,9 @@ def test_bad_user_ids_in_the_form_are_404(support_client, victim, form_user):
         ("  short   ", "A reason is at least 10 characters."),  # measured once trimmed
         ("x" * 501, "A reason is at most 500 characters."),
         ("a reason\x00with a null", "Null characters are not allowed."),
+        # Found by the attacker review: invisible characters are not a reason.
+        ("\u200b" * 12, "A reason is at least 10 characters."),
+        ("ab\u200b\u200e\u2060" * 4, "A reason is at least 10 characters."),
     ],
 )
 @pytest.mark.parametrize("action", ACTIONS)

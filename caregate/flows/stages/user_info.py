@@ -14,6 +14,7 @@ from caregate.accounts.models import username_taken
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailAddressField
 from caregate.security.client import client_ip
+from caregate.staff.domain import is_internal_address, staff_address_message
 from caregate.verification import ratelimit
 from caregate.verification.phones import validate_phone
 
@@ -109,6 +110,9 @@ class UserInfoForm(forms.Form):
             raise forms.ValidationError(USERNAME_CHARS) from exc
         if not value.isascii():
             raise forms.ValidationError(USERNAME_CHARS)
+        if is_internal_address(value):
+            # Staff usernames are their staff addresses: a registrant must not squat one.
+            raise forms.ValidationError(staff_address_message())
         # The user must learn a name is taken to pick another, so the answer is given, but
         # rationed: over the budget nothing is looked up and the form cannot go on.
         if self.may_ask is not None and not self.may_ask(value):
