@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/caregate
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run idp test lint bench chromium clean
+.PHONY: run idp test lint bench bench-peer-env bench-scale chromium clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,8 +60,20 @@ test: $(VENV)/.installed tests/oidc/node_modules/.installed chromium lint
 	$(PY) manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
 
-bench: $(VENV)/.installed
-	$(PY) bench/signin_throughput.py
+# Benchmarks (bench/README.md): they print figures, they test nothing. Short settings here.
+bench: $(VENV)/.installed bench/peer/.venv/.installed
+	$(PY) bench/login_cost.py --logins 15 --blocks 3 --warmup 3
+	$(PY) bench/signin_throughput.py --duration 5 --start-rate 3 --step 1.6
+
+# The reference site's own virtualenv (django-two-factor-auth), apart from Caregate's.
+bench-peer-env: bench/peer/.venv/.installed
+bench/peer/.venv/.installed: bench/peer/requirements.txt
+	test -x bench/peer/.venv/bin/python || $(PYTHON) -m venv bench/peer/.venv
+	bench/peer/.venv/bin/python -m pip install --quiet -r bench/peer/requirements.txt
+	touch $@
+
+bench-scale: $(VENV)/.installed
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) var
