@@ -647,5 +647,10 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def stamp() -> str:
+    """When, and how busy the shared machine was (1-minute load average) as it began."""
+    return f"{time.strftime('%Y-%m-%d %H:%M')} (load {os.getloadavg()[0]:.1f})"
+
+
 def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))

@@ -22,7 +22,6 @@ Run: `make bench` or .venv/bin/python bench/login_cost.py [--logins 30] [--help]
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
 import subprocess
@@ -313,7 +312,7 @@ def main() -> None:
     users = args.warmup + per_block * args.blocks + 5
     started = time.perf_counter()
     print(
-        f"login_cost {datetime.datetime.now():%Y-%m-%d %H:%M}: {per_block * args.blocks} "
+        f"login_cost {c.stamp()}: {per_block * args.blocks} "
         f"logins per server in {args.blocks} interleaved blocks, {args.warmup} warm-up"
     )
     with c.SmtpSink() as sink:

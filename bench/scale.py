@@ -1,16 +1,18 @@
 """Benchmark: sign-in step times with 1,000 and with 1,000,000 users in PostgreSQL.
 
-Creates a database of its own (caregate_bench_scale) with ``--small`` users spread over
-organizations of 100, times each request of the email login through Django's test client
-in-process (median of ``--runs`` sign-ins, each a different user), then adds users with
-COPY (one precomputed Argon2id hash reused) up to ``--large``: one organization of
-``--org-users`` (Manage Users' case) and the rest in organizations of 1,000, ANALYZEs, and
-times the same steps again, users picked across the whole table. Prints each step's median
-at both sizes and the ratio (target: no step slower), then Manage Users of the large
-organization (list, searches; target under 100 ms each). Drops the database unless --keep.
+Creates two databases of its own side by side: caregate_bench_scale_small with ``--small``
+users, and caregate_bench_scale_large with the same plus users added with COPY (one
+precomputed Argon2id hash on every row) up to ``--large``: one organization of
+``--org-users`` (Manage Users' case) and the rest, like the small one's, in organizations
+of 1,000. Then it times each request of the email login through Django's test client,
+in-process, one sign-in on each database in turn (so the shared machine's load falls on
+both alike), each a different user (on the large one from across the table, never the
+large organization), and prints each step's median at both sizes and the ratio (target:
+no step slower), then Manage Users of the large organization (list, searches; target
+under 100 ms each). Drops both databases unless --keep.
 
 Run: .venv/bin/python bench/scale.py [--large 1000000] [--runs 15] [--keep]
-(about 3-6 minutes at the defaults on this machine, most of it COPY and its indexes).
+(about 2-4 minutes at the defaults on this machine, most of it COPY and its indexes).
 """
 
 from __future__ import annotations
@@ -30,16 +32,17 @@ from pathlib import Path
 
 import _common as c
 
-DB = "caregate_bench_scale"
+SMALL_DB = "caregate_bench_scale_small"
+LARGE_DB = "caregate_bench_scale_large"
 BIG_ORG = "Bench Scale Large Clinic"
 TARGET_MS = 100.0
 
 
-def setup_django(args: argparse.Namespace) -> None:
+def setup_django(args: argparse.Namespace, database: str) -> None:
     sys.path.insert(0, str(c.ROOT))
     env = c.caregate_env(
         smtp_port=25, var_dir=c.temp_dir("caregate-bench-scale-"),
-        database_url=f"{c.PSQL_BASE}/{DB}", redis_url=args.redis_url,
+        database_url=f"{c.PSQL_BASE}/{database}", redis_url=args.redis_url,
     )  # fmt: skip
     os.environ.clear()
     os.environ.update(env)
@@ -133,8 +136,9 @@ def user_rows(start: int, count: int, org_ids: list[int], per_org: int) -> Itera
 
 
 def populate_small(copier: UserCopier, count: int) -> None:
-    orgs = make_orgs([f"Bench Scale Clinic {i}" for i in range((count + 99) // 100)])
-    copier.copy(user_rows(0, count, orgs, 100))
+    # Organizations of 1,000 at both sizes, so a per-organization count weighs the same.
+    orgs = make_orgs([f"Bench Scale Clinic {i}" for i in range((count + 999) // 1000)])
+    copier.copy(user_rows(0, count, orgs, 1000))
 
 
 def populate_large(copier: UserCopier, small: int, large: int, org_users: int) -> None:
@@ -213,6 +217,7 @@ def manage_users_figures(runs: int) -> list[tuple[str, float]]:
 
     from caregate.accounts.models import User
 
+    use_database(LARGE_DB)
     client = signed_in_client(User.objects.get(username="scale.admin"))
     cases = [
         ("list, first page", "/setup/users/", "Manage Users"),
@@ -225,6 +230,57 @@ def manage_users_figures(runs: int) -> list[tuple[str, float]]:
         client.get(url)  # warm the caches once
         figures.append((label, median_ms(client, url, runs, expect)))
     return figures
+
+
+def use_database(name: str) -> None:
+    """Point Django's default connection at another database (and connect, untimed)."""
+    from django.db import connection
+
+    connection.close()
+    connection.settings_dict["NAME"] = name
+    connection.ensure_connection()
+
+
+def interleaved_medians(args: argparse.Namespace, rng: random.Random) -> dict[str, dict]:
+    """Each step's median at both sizes, one sign-in on each in turn (same load on both)."""
+    last = args.large - 2
+    first = args.small + args.org_users  # outside the large organization
+    count = args.runs + args.warmup
+    picks = {
+        SMALL_DB: rng.sample(range(args.small), count),
+        LARGE_DB: [last, *rng.sample(range(first, last), count - 1)],  # the newest one too
+    }
+    timings: dict[str, dict[str, list[float]]] = {SMALL_DB: {}, LARGE_DB: {}}
+    for i in range(count):
+        for name in (SMALL_DB, LARGE_DB):
+            use_database(name)
+            for step, values in time_signins([picks[name][i]]).items():
+                if i >= args.warmup:
+                    timings[name].setdefault(step, []).extend(values)
+    return {
+        name: {step: statistics.median(v) for step, v in steps.items()}
+        for name, steps in timings.items()
+    }
+
+
+def build(args: argparse.Namespace, copier_hash: str) -> float:
+    """Both databases: the small one, and the large one (small + COPY); seconds of COPY."""
+    use_database(SMALL_DB)
+    populate_small(UserCopier(copier_hash), args.small)
+    analyze()
+    use_database(LARGE_DB)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    copier = UserCopier(copier_hash)
+    populate_small(copier, args.small)
+    t = time.perf_counter()
+    populate_large(copier, args.small, args.large, args.org_users)
+    copied = time.perf_counter() - t
+    analyze()
+    print(f"COPY of {args.large - args.small:,} users: {copied:.1f} s "
+          f"(+ ANALYZE {time.perf_counter() - t - copied:.1f} s)")  # fmt: skip
+    return copied
 
 
 def main() -> None:
@@ -240,31 +296,19 @@ def main() -> None:
     if args.large < args.small + args.org_users:
         parser.error("--large must hold --small and --org-users")
     started = time.perf_counter()
-    print(f"scale {datetime.datetime.now():%Y-%m-%d %H:%M}: {args.small:,} then "
+    print(f"scale {c.stamp()}: {args.small:,} then "
           f"{args.large:,} users in PostgreSQL, median of {args.runs} sign-ins per size, "
           f"in-process test client")  # fmt: skip
-    c.recreate_database(DB)
+    for name in (SMALL_DB, LARGE_DB):
+        c.recreate_database(name)
     c.flush_redis(args.redis_url)
     try:
-        setup_django(args)
+        setup_django(args, SMALL_DB)
         from django.contrib.auth.hashers import make_password
 
-        copier = UserCopier(make_password(c.PASSWORD))
-        rng = random.Random(10)
-        populate_small(copier, args.small)
-        analyze()
-        picks = rng.sample(range(args.small), args.runs + args.warmup)
-        small = step_medians(picks, args.warmup)
-        t = time.perf_counter()
-        populate_large(copier, args.small, args.large, args.org_users)
-        copied = time.perf_counter() - t
-        analyze()
-        print(f"COPY of {args.large - args.small:,} users: {copied:.1f} s "
-              f"(+ ANALYZE {time.perf_counter() - t - copied:.1f} s)")  # fmt: skip
-        last = args.large - 2  # the newest users, and ones from everywhere in between
-        picks = rng.sample(range(args.small, last), args.runs + args.warmup - 1)
-        picks.append(last)
-        large = step_medians(sorted(picks, key=lambda _: rng.random()), args.warmup)
+        build(args, make_password(c.PASSWORD))
+        medians = interleaved_medians(args, random.Random(10))
+        small, large = medians[SMALL_DB], medians[LARGE_DB]
         print(f"\n{'step (median ms)':<20}{args.small:>12,}{args.large:>12,}{'ratio':>8}")
         for step in c.CAREGATE_STEPS:
             ratio = large[step] / small[step]
@@ -284,7 +328,8 @@ def main() -> None:
 
         connections.close_all()
         if not args.keep:
-            c.drop_database(DB)
+            for name in (SMALL_DB, LARGE_DB):
+                c.drop_database(name)
     print(f"\n(run took {time.perf_counter() - started:.0f} s)")
 
 

@@ -19,7 +19,6 @@ Run: `make bench` or .venv/bin/python bench/signin_throughput.py [--help]
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shutil
 import threading
@@ -183,7 +182,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
     args = parser.parse_args()
     started = time.perf_counter()
-    print(f"signin_throughput {datetime.datetime.now():%Y-%m-%d %H:%M}: stack={args.stack} "
+    print(f"signin_throughput {c.stamp()}: stack={args.stack} "
           f"workers={args.workers} duration={args.duration:g}s per rate, open loop, "
           f"pinned={'yes' if args.pin else 'no'}, {os.cpu_count()} CPUs")  # fmt: skip
     results: list[RateResult] = []
