@@ -7,6 +7,7 @@ without asking the server anything: no outbox read to subtract from the server's
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
@@ -368,15 +369,28 @@ class Server:
     worker: subprocess.Popen | None = None  # background delivery, when there is one
 
     def stop(self) -> None:
-        if self.worker is not None:
+        if self.worker is not None and self.worker.poll() is None:
             self.worker.terminate()
             self.worker.wait(timeout=15)
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+_STARTED: list[Server] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Whatever way the benchmark ends, no server of its own outlives it."""
+    for server in _STARTED:
+        if server.process.poll() is None or (server.worker and server.worker.poll() is None):
+            server.stop()
 
 
 def start_gunicorn(
@@ -410,14 +424,16 @@ def start_gunicorn(
         cwd=cwd,
     )
     server = Server(name, f"http://127.0.0.1:{port}", process, production)
+    _STARTED.append(server)
     headers = {"X-Forwarded-Proto": "https"} if production else {}
-    for _ in range(300):
+    deadline = time.monotonic() + 120  # the first request loads Django: slow on a busy machine
+    while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name}: gunicorn exited with {process.returncode}")
         try:
-            if requests.get(server.base + ready_path, timeout=2, headers=headers).ok:
+            if requests.get(server.base + ready_path, timeout=30, headers=headers).ok:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.1)
     server.stop()

@@ -96,8 +96,10 @@ def run_block(target: Target, first_user: int, count: int) -> None:
     target.logins += count
 
 
-def start_targets(args: argparse.Namespace, sink: c.SmtpSink, users: int) -> list[Target]:
-    targets: list[Target] = []
+def start_targets(
+    args: argparse.Namespace, sink: c.SmtpSink, users: int, targets: list[Target]
+) -> None:
+    """Start each server, appending it to ``targets`` at once (so a failure stops it too)."""
     qc = str(c.BENCH / "_query_counts.py")
     wanted = set(args.targets.split(","))
     if "prod" in wanted:
@@ -316,8 +318,9 @@ def main() -> None:
         f"logins per server in {args.blocks} interleaved blocks, {args.warmup} warm-up"
     )
     with c.SmtpSink() as sink:
-        targets = start_targets(args, sink, users)
+        targets: list[Target] = []
         try:
+            start_targets(args, sink, users, targets)
             argon2_env = targets[0].query_cmd[1] if targets[0].key != "peer" else None
             argon2_env = argon2_env or c.caregate_env(
                 smtp_port=sink.port, var_dir=c.temp_dir("caregate-bench-argon2-")
