@@ -77,3 +77,23 @@ def test_notice_can_go_to_another_address_too(email_user):
     notify(email_user, "Email changed", "…", email_to=["old@clinic.example", email_user.email])
     mail = OutboxMessage.objects.get(channel="email")
     assert "old@clinic.example" in mail.to
+
+
+@pytest.mark.django_db
+def test_registering_one_session_twice_leaves_one_row(rf, make_user):
+    """register() is one upsert: a second sign-in recorded under the same key (never two
+    rows, never an error) keeps the newest user and method."""
+    from importlib import import_module
+
+    from django.conf import settings
+
+    from caregate.accounts.models import SignedInSession
+    from caregate.security import sessions
+
+    first, second = make_user(), make_user()
+    request = rf.get("/")
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore()
+    sessions.register(request, first, "email")
+    sessions.register(request, second, "phone")
+    rows = list(SignedInSession.objects.filter(session_key=request.session.session_key))
+    assert [(r.user_id, r.method) for r in rows] == [(second.pk, "phone")]

@@ -114,3 +114,10 @@ class EmailOrUsernameBackend(ModelBackend):
         if attempt.user is not None and self.user_can_authenticate(attempt.user):
             return attempt.user
         return None
+
+    def get_user(self, user_id: int) -> User | None:
+        """The signed-in user of every request, with the organization the portal shell
+        and its pages show (one query, not two), re-read each time: a deactivated user
+        is signed out at the next request."""
+        user = User._default_manager.select_related("organization").filter(pk=user_id).first()
+        return user if user is not None and self.user_can_authenticate(user) else None

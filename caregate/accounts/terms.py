@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from caregate.accounts.models import TermsAcceptance, TermsVersion, User
@@ -18,8 +19,15 @@ def needs_terms(user: User) -> TermsVersion | None:
     operator and its customer and provider users; staff are bound by their employment."""
     if getattr(user, "is_operator_staff", False):
         return None
-    terms = current_terms()
-    if terms is None or TermsAcceptance.objects.filter(user=user, terms=terms).exists():
+    # The version in force and whether this user accepted it, in one query (every portal
+    # page asks).
+    accepted = TermsAcceptance.objects.filter(user=user, terms=OuterRef("pk"))
+    terms = (
+        TermsVersion.objects.filter(published_at__lte=timezone.now())
+        .annotate(accepted=Exists(accepted))
+        .first()
+    )
+    if terms is None or terms.accepted:
         return None
     return terms
 

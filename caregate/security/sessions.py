@@ -25,14 +25,21 @@ def register(request: HttpRequest, user: User, method: str) -> None:
     """Record the session a sign-in just created (after login() rotated its key)."""
     if not request.session.session_key:
         request.session.save()
-    SignedInSession.objects.update_or_create(
+    entry = SignedInSession(
         session_key=request.session.session_key,
-        defaults={
-            "user": user,
-            "method": method[:40],
-            "client_ip": client_ip(request),
-            "user_agent": request.headers.get("User-Agent", "")[:512],
-        },
+        user=user,
+        method=method[:40],
+        client_ip=client_ip(request),
+        user_agent=request.headers.get("User-Agent", "")[:512],
+    )
+    # One INSERT ... ON CONFLICT DO UPDATE (update_or_create takes a savepoint, a locking
+    # SELECT and the INSERT): the key is new at every sign-in, so it is nearly always an
+    # insert, and a repeated register of one key still leaves one row.
+    SignedInSession.objects.bulk_create(
+        [entry],
+        update_conflicts=True,
+        unique_fields=["session_key"],
+        update_fields=["user", "method", "client_ip", "user_agent"],
     )
 
 

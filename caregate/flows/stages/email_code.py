@@ -27,6 +27,7 @@ from caregate.verification.codes import (
     ResendCooldown,
     SendBudgetSpent,
 )
+from caregate.verification.models import VerificationCode
 
 SEND_FAILED = "We could not send the email just now. Please try again in a moment."
 TOO_MANY_SENDS = "Too many codes have been requested. Please wait a while and try again."
@@ -181,7 +182,9 @@ class EmailCode:
         own["delivery"] = delivery.pk if delivery is not None and word != tasks.SENT else None
         outcome = "sent" if word == tasks.SENT else "queued"
         record_step(request, state, "code.send", outcome, channel="email")
-        return self._render(state, own, info=self.resent_message if again else self.sent_message)
+        # The countdown is the code just issued: no need to read it back.
+        info = self.resent_message if again else self.sent_message
+        return self._render(state, own, info=info, current=issued.record)
 
     def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         if own.get("verified"):
@@ -242,6 +245,7 @@ class EmailCode:
         info: str = "",
         code_form: CodeForm | None = None,
         email_form: EmailForm | None = None,
+        current: VerificationCode | None = None,
     ) -> Render:
         verified = bool(own.get("verified"))
         sent = bool(own.get("sent"))
@@ -260,7 +264,7 @@ class EmailCode:
             "lifetime_text": describe_seconds(self.lifetime),
         }
         if sent and not verified:
-            context.update(self._timer(state))
+            context.update(self._timer(state, current))
             if own.get("delivery"):
                 self._delivery_context(state, own, context)
         return Render(context)
@@ -274,8 +278,8 @@ class EmailCode:
         elif word != tasks.SENT:
             context["info"] = message
 
-    def _timer(self, state: FlowState) -> dict[str, Any]:
-        current = self.verifier(state).current()
+    def _timer(self, state: FlowState, current: VerificationCode | None) -> dict[str, Any]:
+        current = current or self.verifier(state).current()
         if current is None:
             return {}
         left = (current.expires_at - timezone.now()).total_seconds()
