@@ -52,12 +52,9 @@ def reset(request: HttpRequest) -> HttpResponse:
     )
     user = (
         # Operator staff are never found: they have no registration here to reset.
-        User.objects.filter(
-            username__iexact=username,
-            is_active=True,
-            mfa_method=User.MfaMethod.NONE,
-            oidc_subject="",
-        ).first()
+        User.objects.with_username(username)
+        .filter(is_active=True, mfa_method=User.MfaMethod.NONE, oidc_subject="")
+        .first()
         if allowed
         else None
     )
