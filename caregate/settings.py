@@ -65,6 +65,8 @@ MIDDLEWARE = [
     # covers the whole stack.
     "caregate.ops.requestid.RequestIdMiddleware",
     "caregate.ops.metrics.RequestMetricsMiddleware",
+    # Outside the sessions: Redis or the database down gives a 503 "try again" page.
+    "caregate.ops.faults.ServiceOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

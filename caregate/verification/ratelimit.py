@@ -8,11 +8,18 @@ On Redis (Django's RedisCache) every counter of one hit goes in one round trip: 
 MULTI/EXEC pipeline of INCR and EXPIRE ... NX per scope (NX: the window's expiry is set
 by its first hit, never pushed back). Elsewhere (the local-memory cache of tests and of a
 single process) Django's atomic cache.add/cache.incr do it, three calls a scope.
+
+Fail closed: when the cache cannot be reached (Redis stopped, restarting, unreachable),
+every hit of that moment counts as over its limit and ``is_limited`` says limited, so a
+password attempt or a code send is refused rather than let through unthrottled. The
+outage is noted for the request (caregate.ops.faults), which then answers with the
+"try again in a minute" page instead of a misleading "too many attempts".
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,6 +27,14 @@ from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
+
+from caregate.ops import faults
+
+logger = logging.getLogger(__name__)
+# What a cache that cannot be reached raises: redis-py's errors (connection refused, a
+# timeout, "loading"), and the socket's own for any other backend.
+CACHE_ERRORS = (RedisError, OSError)
 
 
 @dataclass(frozen=True)
@@ -52,10 +67,14 @@ def _count(checks: list[tuple[str, str]], now: float | None) -> list[bool]:
         limit = limit_for(scope)
         counters.append((limit, _key(scope, identity, limit.window, moment)))
     backend = _backend()
-    if isinstance(backend, RedisCache):
-        values = _incr_on_redis(backend, counters)
-    else:
-        values = [_incr_in_cache(key, limit) for limit, key in counters]
+    try:
+        if isinstance(backend, RedisCache):
+            values = _incr_on_redis(backend, counters)
+        else:
+            values = [_incr_in_cache(key, limit) for limit, key in counters]
+    except CACHE_ERRORS as exc:
+        _unavailable(exc)
+        return [False] * len(counters)  # fail closed: nothing is let through uncounted
     return [value <= limit.count for value, (limit, _) in zip(values, counters, strict=True)]
 
 
@@ -93,8 +112,17 @@ def is_limited(scope: str, identity: str, *, now: float | None = None) -> bool:
     """Return True if the identity has used up its limit (without counting)."""
     limit = limit_for(scope)
     moment = time.time() if now is None else now
-    value = cache.get(_key(scope, identity, limit.window, moment), 0)
+    try:
+        value = cache.get(_key(scope, identity, limit.window, moment), 0)
+    except CACHE_ERRORS as exc:
+        _unavailable(exc)
+        return True  # fail closed
     return value >= limit.count
+
+
+def _unavailable(exc: BaseException) -> None:
+    logger.warning("rate limits unavailable (cache error %s): refusing", type(exc).__name__)
+    faults.note_outage("cache")
 
 
 def hit_all(checks: list[tuple[str, str]]) -> bool:
