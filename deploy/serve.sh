@@ -68,10 +68,26 @@ stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
 trap 'stop; exit 143' TERM
 trap 'stop; exit 130' INT
 
+# django-tasks-db's db_worker exits on any database error but "locked" (e.g. while
+# PostgreSQL restarts): start it again after a pause instead of ending the deployment.
+# It ends for good only when it stops cleanly (asked to) or is told to stop here.
+worker_loop() {
+  local child
+  trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+  while :; do
+    "$PY" manage.py db_worker &
+    child=$!
+    wait "$child" && exit 0
+    echo "task worker ended (status $?); starting it again in 2 s" >&2
+    sleep 2 &
+    wait $!
+  done
+}
+
 if "$PY" manage.py help db_worker >/dev/null 2>&1; then
-  "$PY" manage.py db_worker &
+  worker_loop &
   pids+=($!)
-  echo "task worker: manage.py db_worker (pid $!)"
+  echo "task worker: manage.py db_worker (restarted if it fails; pid $!)"
 else
   echo "no task worker: manage.py db_worker is not installed (django-tasks-db)"
 fi
