@@ -117,6 +117,11 @@ class CpuMeter:
 
     def refresh(self) -> None:
         self.pids = self._find()
+        if self._reaped_root is not None:
+            # A child that ended is counted by its parent's cutime/cstime once reaped: drop
+            # its last reading so it is not counted twice.
+            live = set(self.pids)
+            self._last = {pid: v for pid, v in self._last.items() if pid in live}
 
     def read(self) -> float:
         for pid in self.pids:
@@ -136,7 +141,9 @@ def server_meter(root: int, *others: int) -> CpuMeter:
 
 def postgres_meters(database: str) -> tuple[CpuMeter, CpuMeter]:
     """(this database's backends, every postgres process): the machine is shared."""
-    postmasters = [pid for pid in pids_named("postgres") if _stat_fields(pid)[1] == "1"]
+    postmasters = [
+        pid for pid in pids_named("postgres") if (_stat_fields(pid) or ["", ""])[1] == "1"
+    ]
     root = postmasters[0] if postmasters else None
     ours = CpuMeter(
         lambda: [pid for pid in pids_named("postgres") if f" {database} " in _cmdline(pid)]
