@@ -319,12 +319,13 @@ def main() -> None:
     )
     with c.SmtpSink() as sink:
         targets: list[Target] = []
+        scratch = c.temp_dir("caregate-bench-argon2-")
         try:
             start_targets(args, sink, users, targets)
+            # Caregate's own hasher and settings (a SQLite database of its own if only the
+            # reference site runs: the hasher needs no rows).
             argon2_env = targets[0].query_cmd[1] if targets[0].key != "peer" else None
-            argon2_env = argon2_env or c.caregate_env(
-                smtp_port=sink.port, var_dir=c.temp_dir("caregate-bench-argon2-")
-            )
+            argon2_env = argon2_env or c.caregate_env(smtp_port=sink.port, var_dir=scratch)
             first = c.argon2_verify(argon2_env)
             for t in targets:
                 for n in range(args.warmup):
@@ -340,6 +341,7 @@ def main() -> None:
                 t.server.stop()
                 if t.server.var_dir:
                     shutil.rmtree(t.server.var_dir, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
             if not args.keep and "prod" in args.targets:
                 c.drop_database(PROD_DB)
     mean = c.Argon2Figure((first.cpu + last.cpu) / 2, (first.wall + last.wall) / 2, first.params)

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -41,7 +42,7 @@ TARGET_MS = 100.0
 def setup_django(args: argparse.Namespace, database: str) -> None:
     sys.path.insert(0, str(c.ROOT))
     env = c.caregate_env(
-        smtp_port=25, var_dir=c.temp_dir("caregate-bench-scale-"),
+        smtp_port=25, var_dir=args.var_dir,
         database_url=f"{c.PSQL_BASE}/{database}", redis_url=args.redis_url,
     )  # fmt: skip
     os.environ.clear()
@@ -293,6 +294,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
+    args.var_dir = c.temp_dir("caregate-bench-scale-")
     if args.large < args.small + args.org_users:
         parser.error("--large must hold --small and --org-users")
     started = time.perf_counter()
@@ -327,6 +329,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
+        shutil.rmtree(args.var_dir, ignore_errors=True)
         if not args.keep:
             for name in (SMALL_DB, LARGE_DB):
                 c.drop_database(name)
