@@ -140,7 +140,8 @@ def start_server(args: argparse.Namespace, sink: c.SmtpSink) -> tuple[c.Server, 
     if args.pin:
         for pid in meters["server"].pids:
             os.sched_setaffinity(pid, {0})
-        os.sched_setaffinity(0, {1})
+        for tid in os.listdir("/proc/self/task"):  # every thread, the SMTP sink's too
+            os.sched_setaffinity(int(tid), {1})
     return server, meters
 
 
