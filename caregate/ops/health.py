@@ -36,11 +36,15 @@ def check_database() -> None:
 
 def check_cache() -> None:
     # A write and a read back: a cache that accepts writes but loses them (or a Redis that
-    # answers reads only) cannot hold rate limits.
-    key, value = "caregate:readyz", uuid.uuid4().hex
+    # answers reads only) cannot hold rate limits. A key of its own per check: with one
+    # shared key, two probes at once (two workers, two balancers) overwrote each other's
+    # value and failed (found by tests/faults/test_load.py).
+    value = uuid.uuid4().hex
+    key = f"caregate:readyz:{value}"
     cache.set(key, value, 10)
     if cache.get(key) != value:
         raise RuntimeError("the cache did not return the value just written")
+    cache.delete(key)
 
 
 def check_task_queue() -> None:
