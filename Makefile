@@ -51,11 +51,18 @@ idp: $(VENV)/.installed tests/oidc/node_modules/.installed
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's redis-server and PostgreSQL server binaries for tests/faults, which run private
+# servers of their own on spare loopback ports (the machine's services are never stopped).
+.PHONY: faults-deps
+faults-deps:
+	@{ command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; }
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check caregate tests bench manage.py
 	$(VENV)/bin/ruff format --check caregate tests bench manage.py
 
-test: $(VENV)/.installed tests/oidc/node_modules/.installed chromium lint
+test: $(VENV)/.installed tests/oidc/node_modules/.installed chromium faults-deps lint
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
