@@ -27,6 +27,17 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    """Return the variable as a number; a malformed value stops start-up."""
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+
+
 def env_bool(name: str, default: bool) -> bool:
     """Return the variable as a boolean (1/true/yes/on)."""
     raw = os.environ.get(name, "").strip().lower()

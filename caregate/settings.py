@@ -8,7 +8,7 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-from caregate.config import env_bool, env_int, env_list, env_str
+from caregate.config import env_bool, env_float, env_int, env_list, env_str
 from caregate.ops.logs import logging_config
 from caregate.security.checks import oidc_problems, production_problems
 
@@ -129,6 +129,12 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CAREGATE_CACHE_PREFIX", "caregate"),
+            # A hung Redis must fail a request in about a second (the outage page, rate
+            # limits closed), not hold every worker until gunicorn's 30-second timeout.
+            "OPTIONS": {
+                "socket_timeout": env_float("CAREGATE_REDIS_TIMEOUT_SECONDS", 1.0),
+                "socket_connect_timeout": env_float("CAREGATE_REDIS_TIMEOUT_SECONDS", 1.0),
+            },
         }
     }
     # Sessions in the database, read through Redis (Django's cached_db, without the key

@@ -88,3 +88,28 @@ def test_no_lookup_before_a_new_key(store_class):
         store.cycle_key()
         store.save()
     assert store_class().exists(store.session_key)
+
+
+@pytest.mark.django_db
+def test_an_unreachable_redis_deletes_nothing_so_a_signed_out_session_cannot_come_back(
+    settings,
+) -> None:
+    """Found by the fault tests: Django's cached_db deletes the row, then the Redis copy;
+    with Redis unreachable (but keeping its data) the copy would revive the session."""
+    from unittest import mock
+
+    from caregate.security import session_store
+
+    store = session_store.SessionStore()
+    store["k"] = "v"
+    store.save()
+    key = store.session_key
+    with (
+        mock.patch.object(store._cache, "delete", side_effect=ConnectionError("down")),
+        pytest.raises(ConnectionError),
+    ):
+        store.delete()
+    assert Session.objects.filter(session_key=key).exists()  # nothing half-deleted
+    store.delete()
+    assert not session_store.SessionStore(key).exists(key)
+    assert session_store.SessionStore(key).load() == {}

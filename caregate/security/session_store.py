@@ -100,5 +100,18 @@ class LeanCachedDatabaseStore(cached_db.SessionStore, LeanDatabaseStore):
             return
         super().save(must_create)
 
+    def delete(self, session_key: str | None = None) -> None:
+        """Drop the Redis copy FIRST, then the row. Django's order (row, then copy) leaves
+        a signed-out or ended session alive if Redis cannot be reached at that moment but
+        keeps its data: the copy is read before the row when Redis answers again. This
+        way an unreachable Redis makes the sign-out fail visibly (the outage page) and
+        nothing is deleted, rather than deleting only the half that is not read first."""
+        if session_key is None:
+            if self.session_key is None:
+                return
+            session_key = self.session_key
+        self._cache.delete(self.cache_key_prefix + session_key)
+        LeanDatabaseStore.delete(self, session_key)
+
 
 SessionStore = LeanCachedDatabaseStore
