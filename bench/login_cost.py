@@ -133,6 +133,8 @@ def start_targets(
             "postgres (all processes)": everything,
             "redis": c.redis_meter(),
         }
+        if server.worker is not None:
+            meters["delivery worker"] = c.CpuMeter(lambda w=server.worker.pid: c.children_of(w))
         targets.append(
             Target(
                 "prod",
@@ -220,6 +222,7 @@ def report(targets: list[Target], argon2: c.Argon2Figure, before: float, after: 
         ("logins measured", lambda t: str(t.logins)),
         ("server CPU ms", lambda t: ms(t.cpu["server"] / t.logins)),
         ("  in Argon2id verifies", lambda t: f"{t.cpu['server'] / t.logins / verify:.2f}"),
+        ("  of it, delivery worker", lambda t: _db(t, "delivery worker")),
         ("  hash share", lambda t: f"{verify * t.logins / t.cpu['server']:.2f}"),
         ("PostgreSQL CPU ms (this db)", lambda t: _db(t, "postgres (this database)")),
         ("PostgreSQL CPU ms (all)", lambda t: _db(t, "postgres (all processes)")),
