@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import import_module
 from unittest import mock
 
@@ -438,3 +439,38 @@ def test_client_state_is_namespaced_per_flow(client, email_user):
     assert set(flows) >= {"email-login", "phone-login"}
     assert flows["email-login"] != flows["phone-login"]
     assert flowstate.raw(client.session, "email-login")["flow"] == "email-login"
+
+
+# --- expired rows ------------------------------------------------------------------------
+
+
+def test_a_start_drops_expired_rows_at_most_once_a_minute(engine):
+    from caregate.flows import engine as flow_engine
+    from caregate.flows.models import FlowInstance
+
+    engine.start()  # whoever started last set the next cleanup's time
+    clock = flow_engine._Cleanup.next_at
+    # Another browser's attempt, abandoned long ago.
+    FlowInstance.objects.create(
+        id="abandoned", flow=NAME, state={}, expires_at=datetime(2000, 1, 1, tzinfo=UTC)
+    )
+    with mock.patch.object(flow_engine, "monotonic", lambda: clock - 1):
+        engine.start()  # within the minute: the expired row stays (and opens nothing)
+    assert FlowInstance.objects.filter(pk="abandoned").exists()
+    with mock.patch.object(flow_engine, "monotonic", lambda: clock):
+        engine.start()  # the minute is over: this start drops it
+    assert not FlowInstance.objects.filter(pk="abandoned").exists()
+    assert FlowInstance.objects.filter(pk=engine.raw["id"]).exists()
+
+
+def test_an_expired_row_left_behind_opens_nothing(engine):
+    from caregate.flows.models import FlowInstance
+
+    engine.start()
+    engine.post("one", value="a")
+    flowstate.edit(engine.session, NAME, lambda raw: raw.update(expires_at=int(time.time()) - 1))
+    assert FlowInstance.objects.filter(pk=engine.raw["id"]).exists()
+    response, request = engine.post("two", value="b")
+    assert response.url == "/"
+    assert "expired" in messages_of(request)[0]
+    assert engine.steps[1].calls == []
