@@ -156,8 +156,9 @@ EMAIL_LOGIN = {
     "credentials POST": (8, 0, 2),
     "email-code GET": (1, 0, 1),
     # flow row, code issued (void older + insert), the delivery queued and sent, audit,
-    # flow row written; the countdown is the code just issued (not read back)
-    "send": (20, 0, 2),
+    # flow row written; the countdown is the code just issued (not read back); the
+    # delivery marked sent is not read back by the worker either (was 20)
+    "send": (19, 0, 2),
     "verify": (12, 0, 2),  # flow row, code checked (locked), user, audit, flow row written
     # flow row finished, user re-read, old session deleted, last_login, session registry
     # (one upsert), audit, and the new session's one insert (its key drawn at login)
@@ -171,7 +172,7 @@ PHONE_LOGIN = {
     "credentials GET": (1, 0, 1),
     "credentials POST": (8, 0, 2),
     "phone GET": (1, 0, 1),
-    "send SMS": (21, 0, 2),
+    "send SMS": (20, 0, 2),  # was 21: the sent delivery is not read back
     "verify SMS code": (25, 1, 4),
     "home GET": (5, 0, 1),
 }

@@ -146,9 +146,13 @@ def _finish(delivery: Delivery, status: str, *, provider_id: str = "", error: st
     if provider_id:
         fields["provider_id"] = provider_id[:64]
     rows = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING)
-    if not rows.update(status=status, **fields):
-        # A status callback got there first: keep its status, blank the message anyway.
-        Delivery.objects.filter(pk=delivery.pk).update(**fields)
+    if rows.update(status=status, **fields):
+        # Written as set here: the row is these values, no need to read it back.
+        for name, value in {"status": status, **fields}.items():
+            setattr(delivery, name, value)
+        return
+    # A status callback got there first: keep its status, blank the message anyway.
+    Delivery.objects.filter(pk=delivery.pk).update(**fields)
     delivery.refresh_from_db()
 
 
