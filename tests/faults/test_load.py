@@ -1,6 +1,6 @@
 """A bounded load on a served Caregate (loopback only; it stops by itself): complete email
 logins with sign-out, wrong passwords and page views from a few client threads for
-CAREGATE_FAULTS_LOAD_SECONDS (30 by default under `make test`; e.g. 300 for a soak).
+CAREGATE_FAULTS_LOAD_SECONDS (15 by default under `make test`; e.g. 300 for a soak).
 No response may be a 5xx, and the server's memory stays flat: the RSS of gunicorn's
 processes and of the task worker, read from /proc after a warm-up and at the end, is
 printed, and may grow only by a modest margin (allocator noise, caches filling), not
@@ -17,7 +17,7 @@ from collections import Counter
 from tests.faults.conftest import USERS
 from tests.faults.deployment import PASSWORD, Browser, rss_kib, start_email_login
 
-SECONDS = float(os.environ.get("CAREGATE_FAULTS_LOAD_SECONDS", "30"))
+SECONDS = float(os.environ.get("CAREGATE_FAULTS_LOAD_SECONDS", "15"))
 CLIENTS = 4
 CREDENTIALS = "/email-login/credentials/"
 EMAIL_CODE = "/email-login/email-code/"
