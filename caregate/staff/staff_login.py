@@ -82,6 +82,13 @@ def _brand(text: str) -> str:
     return text.format(brand=settings.CAREGATE_BRAND_NAME)
 
 
+def _audit_unavailable(request: HttpRequest, error: Exception) -> None:
+    """The provider could not be reached or answered nonsense: audited, with the reason."""
+    record(
+        "staff-login.provider", "unavailable", request=request, flow=NAME, error=str(error)[:300]
+    )
+
+
 def _page(request: HttpRequest, template: str, message: str, status: int) -> HttpResponse:
     return render(request, template, {"message": _brand(message)}, status=status)
 
@@ -111,13 +118,7 @@ class AtIdentityProvider:
         try:
             outgoing = oidc.authorization_request(prompt=prompt)
         except oidc.ProviderUnavailable as error:
-            record(
-                "staff-login.provider",
-                "unavailable",
-                request=request,
-                flow=NAME,
-                error=str(error)[:300],
-            )
+            _audit_unavailable(request, error)
             return Render({"message": _brand(UNAVAILABLE_TEXT)}, status=503)
         # A fresh request each time (the Back button, a second tab): only the newest is
         # accepted at the callback.
@@ -186,13 +187,7 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
         token = oidc.exchange_code(data["code"], data["code_verifier"])
         claims = oidc.verify_id_token(token["id_token"], nonce=data["nonce"])
     except oidc.ProviderUnavailable as error:
-        record(
-            "staff-login.provider",
-            "unavailable",
-            request=request,
-            flow=NAME,
-            error=str(error)[:300],
-        )
+        _audit_unavailable(request, error)
         return _page(request, UNAVAILABLE, UNAVAILABLE_TEXT, 503)
     except oidc.TokenRefused as error:
         record(
