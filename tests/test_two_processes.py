@@ -8,18 +8,14 @@ with a real SMTP server (aiosmtpd) receiving the code emails.
 
 from __future__ import annotations
 
-import email
 import json
 import os
-import re
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import policy
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,38 +25,12 @@ import redis
 import requests
 from aiosmtpd.controller import Controller
 
+from tests.served import Browser, Inbox, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Correct-Horse-Battery-9"
 SIGNIN_LIMIT = 4  # password attempts per account: two on each process use it up
 START_SECONDS = 45
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Inbox:
-    """An SMTP handler that keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        return "250 Message accepted for delivery"
-
-    def code_for(self, address: str, after: int) -> str:
-        """The 6-digit code of the first message to ``address`` after the first ``after``."""
-        deadline = time.monotonic() + 20  # the task worker polls the queue
-        while time.monotonic() < deadline:
-            for message in self.messages[after:]:
-                if address in message["To"]:
-                    body = message.get_body(preferencelist=("plain",)).get_content()
-                    return re.search(r"\b(\d{6})\b", body).group(1)
-            time.sleep(0.1)
-        raise AssertionError(f"no code email to {address}")
 
 
 def postgres_url() -> str:
@@ -211,36 +181,6 @@ for username in ("walker", "guarded"):
 """
 
 
-class Browser:
-    """Just enough of a browser over plain http: it keeps every cookie, Secure ones too
-    (production cookies are Secure; a real browser would reach this over TLS)."""
-
-    def __init__(self) -> None:
-        self.cookies: dict[str, str] = {}
-
-    def request(self, method: str, url: str, data: dict | None = None) -> requests.Response:
-        if data is not None:
-            data = {"csrfmiddlewaretoken": self.cookies.get("csrftoken", ""), **data}
-        header = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        response = requests.request(
-            method,
-            url,
-            data=data,
-            headers={"Cookie": header} if header else {},
-            allow_redirects=False,
-            timeout=20,
-        )
-        for cookie in response.cookies:
-            self.cookies[cookie.name] = cookie.value
-        return response
-
-    def get(self, url: str) -> requests.Response:
-        return self.request("GET", url)
-
-    def post(self, url: str, data: dict) -> requests.Response:
-        return self.request("POST", url, data)
-
-
 def start_email_login(browser: Browser, base: str) -> None:
     assert browser.get(f"{base}/").status_code == 200  # the login page sets the CSRF cookie
     response = browser.post(f"{base}/login/start/", {"method": "email"})
@@ -262,7 +202,7 @@ def test_a_sign_in_started_on_one_process_finishes_on_the_other(two_processes):
     assert response.status_code == 302 and response.headers["Location"].endswith("/email-code/")
     seen = len(deployment.inbox.messages)
     assert browser.post(f"{first}/email-login/email-code/", {"action": "send"}).status_code == 200
-    code = deployment.inbox.code_for("walker@example.com", after=seen)
+    code = deployment.inbox.wait_code("walker@example.com", after=seen)
     verified = browser.post(
         f"{second}/email-login/email-code/", {"action": "verify", "code": code}
     )

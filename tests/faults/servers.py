@@ -19,7 +19,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,17 +27,13 @@ from pathlib import Path
 import psycopg
 import redis
 
+from tests.served import free_port
+
 START_SECONDS = 30
 
 
 class MissingBinaries(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def redis_binary() -> str:
