@@ -12,6 +12,11 @@ a task's arguments in its result rows after the task ran, and a code or a one-ti
 must not outlive its delivery. Codes and links are stored only as hashes elsewhere, so the
 message cannot be derived again later either; the row holds it until the delivery is
 finished (sent, failed or expired) and the same write blanks it.
+
+A worker that dies mid-send leaves its delivery in "sending": past a lease
+(``CAREGATE_DELIVERY_LEASE_SECONDS``) a sweep task, which every worker keeps scheduled while
+it sends, takes the row over (compare-and-set: one sweeper wins) and retries it, or marks it
+failed when the message has expired or had its last attempt.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 from django_tasks import task
+from django_tasks.backends.immediate import ImmediateBackend
 
 from caregate.audit.log import record
 from caregate.delivery import phone
 from caregate.delivery.models import Delivery
+from caregate.ops import queue
 from caregate.verification import calls
 from caregate.verification.models import PhoneCall
 
@@ -65,6 +72,17 @@ def page_state(delivery: Delivery | None) -> str:
 
 
 # -- enqueueing ---------------------------------------------------------------------------
+# A row the immediate backend is about to run, handed from enqueue() to attempt() in the same
+# call so the attempt needs neither its claim nor a read: keyed by row id, so threads that
+# enqueue at once never see each other's.
+_CLAIMED: dict[int, Delivery] = {}
+
+
+def _runs_inline() -> bool:
+    """Whether ``deliver`` runs inside enqueue() (the immediate backend)."""
+    return isinstance(deliver.get_backend(), ImmediateBackend)
+
+
 def enqueue(
     channel: str,
     purpose: str,
@@ -79,6 +97,13 @@ def enqueue(
 ) -> Delivery:
     """Record one delivery and hand it to the worker; return the row as it is now (the
     immediate backend has already run it, the database backend has not)."""
+    inline = _runs_inline()
+    fields: dict[str, object] = {}
+    if inline:
+        # Born claimed: no worker, duplicate task or sweep can see the row before it is
+        # inserted, so the insert is the attempt's claim (the claim's UPDATE and the read
+        # that follows it would only repeat what this process already holds).
+        fields = {"status": Status.SENDING, "attempts": 1}
     delivery = Delivery.objects.create(
         channel=channel,
         purpose=purpose[:40],
@@ -90,9 +115,18 @@ def enqueue(
         user_id=user_id,
         flow_instance_id=flow_id,
         send_before=send_before,
+        **fields,
     )
-    result = deliver.enqueue(delivery.pk)
-    if result.is_finished:
+    if not inline:
+        deliver.enqueue(delivery.pk)
+        return delivery
+    _CLAIMED[delivery.pk] = delivery
+    try:
+        deliver.enqueue(delivery.pk)
+    finally:
+        _CLAIMED.pop(delivery.pk, None)
+    if delivery.status in OPEN:
+        # Retried: the later attempts ran on their own copy of the row.
         delivery.refresh_from_db()
     return delivery
 
@@ -112,11 +146,25 @@ def deliver(delivery_id: int) -> str:
 
 def attempt(delivery_id: int) -> str:
     now = timezone.now()
-    # Claim it (compare-and-set): a duplicate task or a second worker sends nothing.
+    delivery = _CLAIMED.pop(delivery_id, None)  # inserted as claimed by enqueue()
+    if delivery is None:
+        _keep_a_sweep_scheduled(now)  # before the claim: a death after it is then covered
+        delivery = _claim(delivery_id, now)
+        if delivery is None:
+            return "skipped"
+    return _proceed(delivery, now)
+
+
+def _claim(delivery_id: int, now: datetime) -> Delivery | None:
+    # Compare-and-set: a duplicate task or a second worker sends nothing.
     claimed = Delivery.objects.filter(pk=delivery_id, status__in=[Status.QUEUED, Status.RETRYING])
     if not claimed.update(status=Status.SENDING, attempts=F("attempts") + 1, updated_at=now):
-        return "skipped"
-    delivery = Delivery.objects.get(pk=delivery_id)
+        return None
+    return Delivery.objects.get(pk=delivery_id)
+
+
+def _proceed(delivery: Delivery, now: datetime) -> str:
+    """The attempt of a row this attempt holds (in "sending", its ``attempts`` counted)."""
     if not delivery.destination:
         _finish(delivery, Status.WITHHELD)
         return Status.WITHHELD
@@ -131,33 +179,54 @@ def attempt(delivery_id: int) -> str:
     if outcome.ok:
         _finish(delivery, Status.SENT, provider_id=outcome.provider_id)
         return Status.SENT
-    backoff = settings.CAREGATE_DELIVERY_BACKOFF_SECONDS
-    if outcome.retry and delivery.attempts <= len(backoff):
-        _retry(delivery, outcome.error, backoff[delivery.attempts - 1])
+    if outcome.retry and _attempts_left(delivery):
+        _retry(delivery, outcome.error, _backoff()[delivery.attempts - 1])
         return Status.RETRYING
     _failed(delivery, outcome.error)
     return Status.FAILED
 
 
-def _finish(delivery: Delivery, status: str, *, provider_id: str = "", error: str = "") -> None:
-    """Mark it done and blank the message in the same write."""
+def _backoff() -> list[int]:
+    return settings.CAREGATE_DELIVERY_BACKOFF_SECONDS
+
+
+def _attempts_left(delivery: Delivery) -> bool:
+    return delivery.attempts <= len(_backoff())
+
+
+def _held(delivery: Delivery) -> dict[str, object]:
+    """The row as long as this attempt holds it: still sending, and no later attempt since.
+    (A sweep takes a row over without counting an attempt, then retries or fails it: its
+    own writes go through these same conditions, so the first writer wins.)"""
+    return {"pk": delivery.pk, "status": Status.SENDING, "attempts": delivery.attempts}
+
+
+def _finish(delivery: Delivery, status: str, *, provider_id: str = "", error: str = "") -> bool:
+    """Mark it done and blank the message in the same write; False if this attempt no
+    longer held the row."""
     now = timezone.now()
     fields = {"body": "", "finished_at": now, "updated_at": now, "last_error": error[:100]}
     if provider_id:
         fields["provider_id"] = provider_id[:64]
-    rows = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING)
-    if rows.update(status=status, **fields):
+    if Delivery.objects.filter(**_held(delivery)).update(status=status, **fields):
         # Written as set here: the row is these values, no need to read it back.
         for name, value in {"status": status, **fields}.items():
             setattr(delivery, name, value)
-        return
-    # A status callback got there first: keep its status, blank the message anyway.
-    Delivery.objects.filter(pk=delivery.pk).update(**fields)
+        return True
+    # A status callback got there first: keep its status, blank the message anyway. (Not a
+    # row a sweep handed to a later attempt, which still needs its message.)
+    Delivery.objects.filter(
+        pk=delivery.pk,
+        attempts=delivery.attempts,
+        status__in=[Status.DELIVERED, Status.UNDELIVERED],
+    ).update(**fields)
     delivery.refresh_from_db()
+    return False
 
 
 def _failed(delivery: Delivery, error: str) -> None:
-    _finish(delivery, Status.FAILED, error=error)
+    if not _finish(delivery, Status.FAILED, error=error):
+        return
     if delivery.channel == Delivery.Channel.CALL:
         # The page follows the call: it now says the call could not be completed.
         PhoneCall.objects.filter(token=delivery.call_token, status__in=calls.OPEN).update(
@@ -175,14 +244,125 @@ def _failed(delivery: Delivery, error: str) -> None:
 
 def _retry(delivery: Delivery, error: str, wait_seconds: int) -> None:
     when = timezone.now() + timedelta(seconds=wait_seconds)
-    Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING).update(
-        status=Status.RETRYING, last_error=error[:100], next_attempt_at=when
-    )
+    held = Delivery.objects.filter(**_held(delivery))
+    if not held.update(status=Status.RETRYING, last_error=error[:100], next_attempt_at=when):
+        return
     task_ = deliver
     if deliver.get_backend().supports_defer and wait_seconds > 0:
         task_ = deliver.using(run_after=when)
     # The immediate backend cannot wait: its next attempt runs now, inside this one.
     task_.enqueue(delivery.pk)
+
+
+# -- deliveries left in "sending" by a worker that died -----------------------------------
+class _Sweeps:
+    # When a sweep is next due, as far as this process knows (it scheduled that one).
+    next_at: datetime | None = None
+
+
+def lease() -> timedelta:
+    """How long an attempt may hold a row in "sending" before a sweep takes it over.
+
+    By default twice the longer of the SMTP and Twilio timeouts, plus 10 s (30 s with the
+    defaults): a call is a Twilio read and a create, an email a handful of SMTP commands,
+    each bounded by its timeout, and a live server answers each well within it. A send
+    that outlives the lease anyway is made a second time, never recorded twice (see
+    recover_stale). Short, because the email-login code lives only 30 seconds.
+    """
+    configured = getattr(settings, "CAREGATE_DELIVERY_LEASE_SECONDS", None)
+    if configured:
+        return timedelta(seconds=int(configured))
+    timeouts = (getattr(settings, "EMAIL_TIMEOUT", None) or 10, settings.TWILIO_TIMEOUT_SECONDS)
+    return timedelta(seconds=2 * max(timeouts) + 10)
+
+
+def _keep_a_sweep_scheduled(now: datetime) -> None:
+    """Make sure a sweep runs after a claim made now: scheduled once per lease by each
+    worker process while it claims rows (one task row, no query in between)."""
+    if not sweep.get_backend().supports_defer:
+        return
+    if _Sweeps.next_at is not None and _Sweeps.next_at > now:
+        return
+    _Sweeps.next_at = now + lease() + timedelta(seconds=1)
+    sweep.using(run_after=_Sweeps.next_at).enqueue()
+
+
+@task()
+def sweep() -> int:
+    """Take over the deliveries left in "sending" past their lease; keep watching the
+    ones still being sent. Returns how many were taken over."""
+    now = timezone.now()
+    taken = recover_stale(now)
+    _watch_the_rest(now)
+    return taken
+
+
+def recover_stale(now: datetime | None = None) -> int:
+    """Retry, or mark failed, every delivery in "sending" for longer than the lease.
+
+    Why a retry and not a failure: the worker may have died before the mail server or
+    Twilio took the message, and the message is still in the row (it is blanked only by
+    the write that finishes the delivery). It may also have died after: the person then
+    gets the same message twice (the same code or the same link, both still valid once),
+    which is better than a code that never comes. A message past ``send_before`` is never
+    sent: the delivery fails, as an expired one does at its attempt.
+    """
+    now = now or timezone.now()
+    stale = Delivery.objects.filter(status=Status.SENDING, updated_at__lt=now - lease())
+    taken = 0
+    for delivery in stale.order_by("pk")[:200]:
+        if _take_over(delivery, now):
+            taken += 1
+            _resume(delivery, now)
+    return taken
+
+
+def _take_over(delivery: Delivery, now: datetime) -> bool:
+    """Compare-and-set on what the sweep read (status, attempts, updated_at): of two
+    sweepers (or a sweeper and the late worker) only one writes."""
+    rows = Delivery.objects.filter(
+        pk=delivery.pk,
+        status=Status.SENDING,
+        attempts=delivery.attempts,
+        updated_at=delivery.updated_at,
+    )
+    if not rows.update(updated_at=now):
+        return False
+    delivery.updated_at = now
+    return True
+
+
+def _resume(delivery: Delivery, now: datetime) -> None:
+    """The attempt that died counts: past the last one (or past the message's expiry)
+    the delivery fails; otherwise the next attempt is queued at once."""
+    logger.warning("delivery %s was left in sending: taken over", delivery.pk)
+    if delivery.send_before is not None and now >= delivery.send_before:
+        _failed(delivery, "expired")
+    elif not _attempts_left(delivery):
+        _failed(delivery, "interrupted")
+    else:
+        _retry(delivery, "interrupted", 0)
+
+
+def _watch_the_rest(now: datetime) -> None:
+    """Schedule the next sweep for when the oldest row still in "sending" would go stale,
+    unless one is already due by then (so the sweeps of several workers do not multiply)."""
+    oldest = (
+        Delivery.objects.filter(status=Status.SENDING)
+        .order_by("updated_at")
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    if oldest is None or not sweep.get_backend().supports_defer:
+        return
+    when = max(oldest + lease(), now) + timedelta(seconds=1)
+    if queue.installed():
+        pending = queue.task_results().filter(
+            task_path=sweep.module_path, status="READY", run_after__lte=when
+        )
+        if pending.exists():
+            return
+    sweep.using(run_after=when).enqueue()
 
 
 # -- one attempt per channel --------------------------------------------------------------
