@@ -91,6 +91,38 @@ def oidc_problems(
     return problems
 
 
+# Task backends that would not send from a worker: the immediate one sends inside the
+# request, the dummy one never sends at all.
+INLINE_TASK_BACKENDS = frozenset(
+    {
+        "django_tasks.backends.immediate.ImmediateBackend",
+        "django_tasks.backends.dummy.DummyBackend",
+        "django.tasks.backends.immediate.ImmediateBackend",
+        "django.tasks.backends.dummy.DummyBackend",
+    }
+)
+
+
+def tasks_backend_problem(tasks: dict[str, dict[str, object]]) -> str:
+    """The TASKS setting's default backend must hand deliveries to a worker.
+
+    No opt-in, on purpose: with the immediate backend every email, SMS and call is sent
+    inside the request, so an answer's time again tells whether a message went out
+    (Forgot password and Registration Error's Reset would show whether an account exists)
+    and retries follow each other at once instead of waiting out the backoff. A
+    deployment with no room for a worker can run ``manage.py db_worker`` next to its one
+    app process.
+    """
+    backend = str(tasks.get("default", {}).get("BACKEND", ""))
+    if backend in INLINE_TASK_BACKENDS:
+        return (
+            f"the {backend.rsplit('.', 1)[-1]} tasks backend cannot be used in production "
+            "mode (it sends inside the request, or never): set CAREGATE_TASKS_BACKEND="
+            "database and run manage.py db_worker"
+        )
+    return ""
+
+
 def production_problems(
     *,
     secret_key: str,
