@@ -152,16 +152,21 @@ EMAIL_LOGIN = {
     # dropped at most once a minute (was 5: their DELETE on every start)
     "LOGIN WITH EMAIL POST": (4, 1, 1),
     "credentials GET": (1, 0, 1),  # the flow row: the page is drawn from it, nothing written
-    # flow row, the account (one indexed query), audit append (5), flow row written
-    "credentials POST": (8, 0, 2),
+    # flow row, the account (one indexed query), audit append (3: no savepoint of its
+    # own, it joins the caller's transaction where there is one), flow row written
+    "credentials POST": (6, 0, 2),
     "email-code GET": (1, 0, 1),
     # flow row, code issued (void older + insert), the delivery queued and sent, audit,
     # flow row written; the countdown is the code just issued (not read back); the
-    # delivery marked sent is not read back by the worker either (was 20)
-    "send": (19, 0, 2),
-    "verify": (12, 0, 2),  # flow row, code checked (locked), user, audit, flow row written
+    # delivery marked sent is not read back by the worker either (was 20); the audit's
+    # username comes from the flow (was 19: the user was read for it)
+    "send": (16, 0, 2),
+    # flow row, then one transaction (2): the code checked (locked) and used, and its
+    # audit event (3); the flow row written (was 12: a user read and two transactions)
+    "verify": (9, 0, 2),
     # flow row finished, user re-read, old session deleted, last_login, session registry
-    # (one upsert), audit, and the new session's one insert (its key drawn at login)
+    # (one upsert), audit, and the new session's one insert (its key drawn at login);
+    # all but the flow row's end and the insert are one transaction
     "continue": (14, 1, 3),
     # user with organization, terms, counters (2), saved cases
     "home GET": (5, 0, 1),
@@ -170,10 +175,10 @@ PHONE_LOGIN = {
     "login page GET": (0, 0, 0),
     "LOGIN WITH PHONE POST": (4, 1, 1),
     "credentials GET": (1, 0, 1),
-    "credentials POST": (8, 0, 2),
+    "credentials POST": (6, 0, 2),
     "phone GET": (1, 0, 1),
-    "send SMS": (20, 0, 2),  # was 21: the sent delivery is not read back
-    "verify SMS code": (25, 1, 4),
+    "send SMS": (17, 0, 2),  # was 21: the sent delivery is not read back; 20: user read
+    "verify SMS code": (22, 1, 4),
     "home GET": (5, 0, 1),
 }
 PORTAL = {
@@ -181,7 +186,7 @@ PORTAL = {
     "home GET again": (5, 0, 1),
     "Manage Users GET": (4, 0, 1),  # user, terms, count, page (organization joined)
     "Manage Users search": (4, 0, 1),
-    "support console search": (8, 0, 1),  # user, count, page, audit append (5)
+    "support console search": (6, 0, 1),  # user, count, page, audit append (3)
 }
 
 

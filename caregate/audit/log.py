@@ -139,7 +139,10 @@ def record(
     user_id = getattr(user, "pk", None)
     # One cursor, three statements (lock the head, insert the event, move the head): the
     # ORM's model and queryset machinery around them cost more than the statements.
-    with transaction.atomic(), connection.cursor() as cursor:
+    # Inside a caller's transaction the event joins it (no savepoint): it is written, or
+    # rolled back, with the change it records; the caller keeps the head lock to its end,
+    # so a caller records last.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         last_id, last_hash, last_count = _lock_head(cursor)
         entry = AuditEvent(
             id=last_id + 1,

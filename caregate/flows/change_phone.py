@@ -69,6 +69,7 @@ def start_data(user: User) -> dict[str, Any]:
     """What a change starts with: who is signed in and their factors as they are now."""
     return {
         "user_id": user.pk,
+        "username": user.username,
         "email": user.email,
         "phone": user.phone_number,
         "current_method": user.usable_mfa_method,

@@ -7,6 +7,7 @@ import time
 from django.conf import settings
 from django.contrib.auth import login
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.utils.crypto import constant_time_compare
@@ -50,18 +51,21 @@ def sign_in(
         # other flow reaching a staff account (a registration link, a reset) stops here.
         record("signin", "wrong-door", request=request, user=user, flow=flow, method=method)
         raise PermissionDenied("This account signs in with another LOGIN button.")
-    login(request, user, backend=BACKEND)
-    now = int(time.time())
-    request.session[keys.AUTH_TIME] = now
-    request.session[keys.LAST_SEEN] = now
-    request.session[keys.SIGNIN_METHOD] = method
-    if remembered is not None:
-        remember.bind_session(request, remembered)
-    else:  # a full sign-in: the session no longer hangs on an earlier token
-        request.session.pop(keys.REMEMBERED_BY, None)
-        request.session.pop(keys.REMEMBER_UNTIL, None)
-    sessions.register(request, user, method)
-    record("signin", "success", request=request, user=user, flow=flow, method=method)
+    # One transaction: the old session's end, last_login, the session's registration and
+    # the audit event are written together (one commit instead of four), the event last.
+    with transaction.atomic():
+        login(request, user, backend=BACKEND)
+        now = int(time.time())
+        request.session[keys.AUTH_TIME] = now
+        request.session[keys.LAST_SEEN] = now
+        request.session[keys.SIGNIN_METHOD] = method
+        if remembered is not None:
+            remember.bind_session(request, remembered)
+        else:  # a full sign-in: the session no longer hangs on an earlier token
+            request.session.pop(keys.REMEMBERED_BY, None)
+            request.session.pop(keys.REMEMBER_UNTIL, None)
+        sessions.register(request, user, method)
+        record("signin", "success", request=request, user=user, flow=flow, method=method)
     response = redirect("portal:home")
     if remember_as:
         entry = remember.remember(request, response, user, remember_as)

@@ -153,8 +153,11 @@ class CodeVerifier:
         Only the newest code of this flow and purpose counts, and only if it was sent by
         ``channel`` to ``destination``: when the newest code went to a call (or to another
         number or address), no typed code is accepted at all.
+
+        Without a savepoint: a caller's transaction around it (the stage that records the
+        outcome in the audit log) commits the code's use and the event together.
         """
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             record = self._codes().select_for_update().order_by("-id").first()
             if record is None or record.channel != channel:
                 return CheckResult(CodeStatus.MISSING)
@@ -166,7 +169,7 @@ class CodeVerifier:
         self, record_id: int | None, code: str, *, channel: str, destination: str
     ) -> CheckResult:
         """Check ``code`` against one issued code only (the one a call was placed with)."""
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             record = (
                 self._codes()
                 .select_for_update()

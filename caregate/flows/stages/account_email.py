@@ -49,6 +49,7 @@ class AccountEmailCode(EmailCode):
         if request.method == "POST" and request.POST.get("action") == "change":
             # Another address will be typed: it is looked up afresh.
             state.data.pop("user_id", None)
+            state.data.pop("username", None)
         result = super().handle(request, state)
         if isinstance(result, Advance):
             return self._verified(request, state, own, result)
@@ -62,8 +63,10 @@ class AccountEmailCode(EmailCode):
                 account = find_account(form.cleaned_data["email"])
                 if account is not None:
                     state.data["user_id"] = account.pk
+                    state.data["username"] = account.username
                 else:
                     state.data.pop("user_id", None)
+                    state.data.pop("username", None)
         # EmailCode's own send for every address (the same cooldown, budgets, page and
         # messages); only deliver() below tells the two apart, and it says nothing.
         return super()._send(request, state, own)
@@ -100,6 +103,7 @@ class AccountEmailCode(EmailCode):
             {
                 **result.data,
                 "user_id": user.pk,
+                "username": user.username,
                 "email": user.email,
                 "phone": user.phone_number,
                 "mfa_method": method,

@@ -81,6 +81,7 @@ class Credentials:
         return Advance(
             {
                 "user_id": user.pk,
+                "username": user.username,  # the audit's snapshot (flows/events.py)
                 "email": user.email,
                 "phone": user.phone_number,
                 # The account's security state as the password was checked: a password

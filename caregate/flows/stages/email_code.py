@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -197,11 +198,13 @@ class EmailCode:
         if not ratelimit.hit("code-verify:client", client_ip(request)):
             record_step(request, state, "code.verify", "throttled", channel="email")
             return self._render(state, own, error=TOO_MANY_CHECKS)
-        # Only a code emailed to this address in this flow instance counts.
-        result = self.verifier(state).check(
-            form.cleaned_data["code"], channel="email", destination=own.get("email", "")
-        )
-        record_step(request, state, "code.verify", result.status.value, channel="email")
+        # Only a code emailed to this address in this flow instance counts. The check and
+        # its audit event are one transaction: a code is never used up unrecorded.
+        with transaction.atomic():
+            result = self.verifier(state).check(
+                form.cleaned_data["code"], channel="email", destination=own.get("email", "")
+            )
+            record_step(request, state, "code.verify", result.status.value, channel="email")
         if result.status is CodeStatus.OK:
             own["verified"] = True
             if self.advance_on_verify:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest
 
 from caregate.accounts.models import User
@@ -254,10 +255,14 @@ class PhoneChallenge:
             return self._render(state, own, error="Too many attempts. Please wait a while.")
         # Only a code sent by SMS to the number on record counts: never the code of a
         # call, nor one sent to a number that has changed since.
-        result = self.verifier(state).check(
-            form.cleaned_data["code"], channel="sms", destination=self.number_on_record(state, own)
-        )
-        record_step(request, state, "code.verify", result.status.value, channel="sms")
+        # The check and its audit event are one transaction (as in EmailCode).
+        with transaction.atomic():
+            result = self.verifier(state).check(
+                form.cleaned_data["code"],
+                channel="sms",
+                destination=self.number_on_record(state, own),
+            )
+            record_step(request, state, "code.verify", result.status.value, channel="sms")
         if result.status is CodeStatus.OK:
             return Advance({"phone_verified": self.phone(state, own)})
         if result.status is CodeStatus.MISSING:
