@@ -99,6 +99,9 @@ TEMPLATES = [
         },
     },
 ]
+# Plain inputs drawn in Python, the same HTML as Django's widget templates (a template
+# include chain per field was most of the sign-in pages' render time).
+FORM_RENDERER = "caregate.portal.rendering.FormRenderer"
 
 # --- data -----------------------------------------------------------------------------
 DATABASES = {
@@ -258,6 +261,10 @@ TASKS = {"default": {"BACKEND": _TASK_BACKENDS[_tasks_backend]}}
 CAREGATE_DELIVERY_BACKOFF_SECONDS = [
     int(part) for part in env_str("CAREGATE_DELIVERY_BACKOFF_SECONDS", "5,30").split(",") if part
 ]
+# A delivery still "sending" this long after its attempt began belongs to a worker that
+# died: the sweep retries it (caregate/delivery/tasks.py). 0: twice the longest provider
+# timeout plus 10 s (30 s with the defaults, the email-login code's whole life).
+CAREGATE_DELIVERY_LEASE_SECONDS = env_int("CAREGATE_DELIVERY_LEASE_SECONDS", 0)
 
 # --- branding -------------------------------------------------------------------------
 CAREGATE_BRAND_NAME = env_str("CAREGATE_BRAND_NAME", "Caregate")

@@ -159,8 +159,9 @@ EMAIL_LOGIN = {
     # flow row, code issued (void older + insert), the delivery queued and sent, audit,
     # flow row written; the countdown is the code just issued (not read back); the
     # delivery marked sent is not read back by the worker either (was 20); the audit's
-    # username comes from the flow (was 19: the user was read for it)
-    "send": (16, 0, 2),
+    # username comes from the flow (was 19: the user was read for it); the delivery row
+    # is inserted already claimed and handed to the attempt (was 16: claim + two reads)
+    "send": (13, 0, 2),
     # flow row, then one transaction (2): the code checked (locked) and used, and its
     # audit event (3); the flow row written (was 12: a user read and two transactions)
     "verify": (9, 0, 2),
@@ -177,7 +178,8 @@ PHONE_LOGIN = {
     "credentials GET": (1, 0, 1),
     "credentials POST": (6, 0, 2),
     "phone GET": (1, 0, 1),
-    "send SMS": (17, 0, 2),  # was 21: the sent delivery is not read back; 20: user read
+    # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert
+    "send SMS": (14, 0, 2),
     "verify SMS code": (22, 1, 4),
     "home GET": (5, 0, 1),
 }
