@@ -11,7 +11,7 @@ from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
 from caregate.flows.forgot_password import NOTICE_SUBJECT
 from caregate.portal.models import Message
-from caregate.verification.models import EmailLink, RememberedBrowser
+from caregate.verification.models import EmailLink, RememberedBrowser, VerificationCode
 from tests.conftest import PASSWORD
 from tests.phone_steps import answer, email_login, newest_call, shown_call_code, sms_code, text
 
@@ -226,6 +226,29 @@ def test_unknown_and_disabled_emails_get_no_email(client: Client, make_user) -> 
         page = client.post(EMAIL_CODE, {"action": "verify", "code": "123456"})
         assert "That code is not correct" in text(page)
         assert client.post(EMAIL_CODE, {"action": "continue"}).status_code == 200
+
+
+def test_a_withheld_code_never_verifies_even_with_its_own_digits(client: Client, monkeypatch):
+    """The code issued for an address without an account is written without a hash (in
+    the same statements as an account's): not even its own six digits verify it."""
+    monkeypatch.setattr("caregate.verification.codes.generate_code", lambda: "424242")
+    begin(client)
+    send(client, "nobody@clinic.example")
+    page = client.post(EMAIL_CODE, {"action": "verify", "code": "424242"})
+    assert "That code is not correct" in text(page)
+    assert VerificationCode.objects.get().code_hash == ""
+    assert AuditEvent.objects.filter(event="code.send").get().outcome == "withheld"
+
+
+def test_an_accounts_code_is_audited_as_sent(client: Client, email_user, monkeypatch) -> None:
+    monkeypatch.setattr("caregate.verification.codes.generate_code", lambda: "424242")
+    begin(client)
+    send(client, email_user.email)
+    assert AuditEvent.objects.filter(event="code.send").get().outcome == "sent"
+    # The same digits that never verify a withheld code verify an account's (the control
+    # of the test above).
+    client.post(EMAIL_CODE, {"action": "verify", "code": "424242"})
+    assert client.post(EMAIL_CODE, {"action": "continue"}).url == NEW_PASSWORD
 
 
 def test_change_looks_the_new_address_up(client: Client, email_user, no_cooldown) -> None:

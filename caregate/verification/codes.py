@@ -116,6 +116,8 @@ class CodeVerifier:
         channel: str,
         destination: str,
         within_budget: Callable[[], bool] | None = None,
+        *,
+        withhold: bool = False,
     ) -> IssuedCode:
         """Create a new code for ``channel`` and ``destination``, voiding any earlier code
         of this flow and purpose on every channel (one live challenge at a time).
@@ -124,6 +126,11 @@ class CodeVerifier:
         send budget and says whether there was one left (else SendBudgetSpent). It is asked
         only after the cooldown allowed the send: a request refused by the cooldown sends
         nothing and must not use up the budget; a refused one leaves the live code alone.
+
+        ``withhold``: the code will never be delivered (an address without an account, see
+        flows/stages/account_email.py). Its row is written like any other, with the same
+        statements, but keeps no hash: an empty hash never equals an HMAC, so no typed code
+        ever verifies against it.
         """
         now = timezone.now()
         with transaction.atomic():
@@ -141,7 +148,7 @@ class CodeVerifier:
                 purpose=self.purpose,
                 channel=channel,
                 destination=destination,
-                code_hash=self._hash(code, channel, destination),
+                code_hash="" if withhold else self._hash(code, channel, destination),
                 created_at=now,
                 expires_at=now + self.lifetime,
             )

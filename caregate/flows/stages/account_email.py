@@ -27,7 +27,6 @@ from caregate.flows.registration_links import send_registration_link
 from caregate.flows.stages.email_code import EmailCode
 from caregate.verification import ratelimit
 from caregate.verification.codes import IssuedCode
-from caregate.verification.models import VerificationCode
 
 UNREGISTERED_TEMPLATE = "flows/forgot_password_unregistered.html"
 
@@ -77,15 +76,23 @@ class AccountEmailCode(EmailCode):
         server's round trip (and whether it failed) happens in the worker, outside it.
         The page never shows this delivery's state (None), which would tell the two
         apart; a lost email is another Send new code."""
-        if state.data.get("user_id"):
+        if not self.withholds(state):
             super().deliver(state, email, issued)
             return None
-        # No account (or a disabled one): nothing is sent, and the code row keeps no hash
-        # a code can match (an empty hash never equals an HMAC), so none ever verifies.
-        VerificationCode.objects.filter(pk=issued.record.pk).update(code_hash="")
-        record("code.withheld", "no-account", flow=state.raw["flow"], channel="email")
+        # No account (or a disabled one): nothing is sent, and the code was issued without
+        # a hash (withholds() below), so none ever verifies.
         tasks.enqueue_withheld(self.purpose, flow_id=state.id)
         return None
+
+    def withholds(self, state: FlowState) -> bool:
+        # Decided before the code is issued, so the code row is written once, hashless,
+        # with the same statements as an account's: no second UPDATE for these only.
+        return not state.data.get("user_id")
+
+    def send_outcome(self, state: FlowState, word: str) -> str:
+        # The same statements either way (one audit append); only the event's outcome
+        # tells the operator that nothing went out.
+        return "withheld" if self.withholds(state) else super().send_outcome(state, word)
 
     # -- verified: the account goes on, or is told to complete its registration --
     def _verified(

@@ -163,7 +163,10 @@ class EmailCode:
         ]
         try:
             issued = self.verifier(state).issue(
-                "email", email, within_budget=lambda: ratelimit.hit_all(budget)
+                "email",
+                email,
+                within_budget=lambda: ratelimit.hit_all(budget),
+                withhold=self.withholds(state),
             )
         except ResendCooldown as wait:
             error = f"Please wait {wait.seconds_left} seconds before asking for a new code."
@@ -181,8 +184,7 @@ class EmailCode:
         own["sent"] = True
         # Followed on the page until sent (an email once sent stays sent: no query then).
         own["delivery"] = delivery.pk if delivery is not None and word != tasks.SENT else None
-        outcome = "sent" if word == tasks.SENT else "queued"
-        record_step(request, state, "code.send", outcome, channel="email")
+        record_step(request, state, "code.send", self.send_outcome(state, word), channel="email")
         # The countdown is the code just issued: no need to read it back.
         info = self.resent_message if again else self.sent_message
         return self._render(state, own, info=info, current=issued.record)
@@ -211,6 +213,15 @@ class EmailCode:
                 return Advance({"verified_email": own["email"]})
             return self._render(state, own)
         return self._render(state, own, error=code_error(result))
+
+    def withholds(self, state: FlowState) -> bool:
+        """Whether this flow's code is issued only to be withheld (never delivered, never
+        verifying). Always False here; see account_email.py."""
+        return False
+
+    def send_outcome(self, state: FlowState, word: str) -> str:
+        """The code.send audit outcome, from the delivery's page state."""
+        return "sent" if word == tasks.SENT else "queued"
 
     def deliver(self, state: FlowState, email: str, issued: IssuedCode) -> Delivery | None:
         """Hand the code email to the delivery worker; the Delivery tells how it went, and
