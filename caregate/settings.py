@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "caregate.portal",
     "caregate.staff",
     "caregate.ops",
+    "caregate.factors",  # issue #11: authenticator app, recovery codes, factor choice
+    "caregate.passkeys",  # issue #11: WebAuthn
 ]
 
 MIDDLEWARE = [

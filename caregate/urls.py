@@ -16,6 +16,9 @@ urlpatterns = [
     path("", include("caregate.portal.urls")),
     # The operator's staff: the support console (/support/).
     path("", include("caregate.staff.urls")),
+    # Issue #11: the authenticator app and recovery codes, passkeys (Setup → My Account).
+    path("", include("caregate.factors.urls")),
+    path("", include("caregate.passkeys.urls")),
     # Section 2 and Section 1 start from the login page's links.
     path("register/", flow_views.start, {"flow_name": "register"}, name="register-start"),
     path(

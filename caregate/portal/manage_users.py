@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from caregate.accounts.models import Organization, User
+from caregate.accounts.signals import registration_reset
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
 from caregate.flows.registration_links import send_registration_link
@@ -231,6 +232,9 @@ def reset_registration(target: User, actor: str) -> Callable[[], Note]:
     target.mfa_registered_at = None
     target.save(update_fields=["mfa_method", "phone_number", "mfa_registered_at"])
     _void_access(target)
+    # Every other factor too (authenticator app, recovery codes, passkeys): their apps
+    # listen, so a reset leaves the account with the password alone.
+    registration_reset.send(sender=User, user=target)
 
     def tell() -> Note:
         lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
