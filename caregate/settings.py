@@ -415,6 +415,24 @@ CAREGATE_RATE_LIMITS.update(
     }
 )
 
+# --- stronger factors (issue #11: caregate/factors, caregate/passkeys) ----------------
+# Second factors the deployment allows, by key. The guides' two are "email" and "phone".
+CAREGATE_SECOND_FACTORS = env_list(
+    "CAREGATE_SECOND_FACTORS", ["email", "phone", "authenticator-app", "recovery-code", "passkey"]
+)
+# Authenticator-app secrets are stored encrypted (Fernet) with this key; empty: a key
+# derived from SECRET_KEY, so a copy of the database alone does not reveal them.
+CAREGATE_FACTOR_ENCRYPTION_KEY = env_str("CAREGATE_FACTOR_ENCRYPTION_KEY")
+CAREGATE_TOTP_ISSUER = env_str("CAREGATE_TOTP_ISSUER", "Caregate Provider Portal")
+CAREGATE_RECOVERY_CODE_COUNT = env_int("CAREGATE_RECOVERY_CODE_COUNT", 10)
+# WebAuthn: the relying party id is the site's registrable domain (never an IP address),
+# the origins the full scheme://host[:port] the browser shows.
+CAREGATE_PASSKEY_LOGIN = env_bool("CAREGATE_PASSKEY_LOGIN", False)  # LOGIN WITH PASSKEY
+CAREGATE_WEBAUTHN_RP_ID = env_str("CAREGATE_WEBAUTHN_RP_ID", "localhost")
+CAREGATE_WEBAUTHN_RP_NAME = env_str("CAREGATE_WEBAUTHN_RP_NAME", CAREGATE_PORTAL_NAME)
+CAREGATE_WEBAUTHN_ORIGINS = env_list("CAREGATE_WEBAUTHN_ORIGINS", ["http://localhost:8000"])
+CAREGATE_WEBAUTHN_ATTESTATION = env_str("CAREGATE_WEBAUTHN_ATTESTATION", "none")
+
 # --- production refuses unsafe settings (caregate/security/checks.py) -----------------
 _oidc_problems = oidc_problems(
     issuer=CAREGATE_OIDC_ISSUER,
