@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+
 if TYPE_CHECKING:
     from caregate.accounts.models import User
     from caregate.flows.engine import Stage
@@ -42,3 +44,37 @@ def get(key: str) -> SecondFactor | None:
 
 def registered() -> list[SecondFactor]:
     return list(_FACTORS.values())
+
+
+# --- what a user may be offered (added for the factor choice and Forgot password) -----
+
+
+def allowed(key: str) -> bool:
+    """Whether the deployment allows this factor (CAREGATE_SECOND_FACTORS)."""
+    from_settings = getattr(settings, "CAREGATE_SECOND_FACTORS", None)
+    return from_settings is None or key in from_settings
+
+
+def usable(key: str) -> SecondFactor | None:
+    """The registered factor of that key if the deployment allows it, else None."""
+    factor = _FACTORS.get(key)
+    return factor if factor is not None and allowed(key) else None
+
+
+def enrolled_factors(user: User) -> list[SecondFactor]:
+    """The registered, allowed factors ``user`` has enrolled, strongest first."""
+    found = [f for f in _FACTORS.values() if allowed(f.key) and f.enrolled(user)]
+    return sorted(found, key=lambda f: -f.strength)
+
+
+def choices_for(user: User, *, default: SecondFactor) -> list[SecondFactor]:
+    """What "Try another way" offers: the button's own factor first, then the user's
+    other enrolled, allowed factors, strongest first."""
+    return [default, *(f for f in enrolled_factors(user) if f.key != default.key)]
+
+
+def strongest(user: User, *, floor: int) -> SecondFactor | None:
+    """The user's strongest enrolled factor if it is stronger than ``floor`` (the strength
+    of the factor asked otherwise), else None."""
+    found = enrolled_factors(user)
+    return found[0] if found and found[0].strength > floor else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from caregate.factors.flows import FACTOR_FLOWS
 from caregate.flows.change_email import CHANGE_EMAIL
 from caregate.flows.change_phone import CHANGE_PHONE
 from caregate.flows.email_login import EMAIL_LOGIN
@@ -27,3 +28,5 @@ FLOWS: dict[str, Flow] = {
 FLOWS[STAFF_LOGIN.name] = STAFF_LOGIN
 # Setup → My Account (started only by a signed-in user: caregate/portal/my_account.py).
 FLOWS.update({flow.name: flow for flow in [CHANGE_PHONE, CHANGE_EMAIL]})
+# Setup → My Account → Sign-in methods (caregate/factors/flows.py).
+FLOWS.update({flow.name: flow for flow in FACTOR_FLOWS})

@@ -37,6 +37,7 @@ def sign_in(
     flow: str,
     remember_as: str = "",
     remembered: RememberedBrowser | None = None,
+    factor: str = "",
 ) -> HttpResponse:
     """Log the user in (Django's login() rotates the session key) and go to the home page.
 
@@ -44,6 +45,8 @@ def sign_in(
     session is the full sign-in's (the normal lifetime), and Sign out voids the token.
     ``remembered``: the token this sign-in skipped the prompts with; the session ends when
     that token does (its four hours, Sign out, an account change), not 12 hours later.
+    ``factor``: the second factor this sign-in used (issue #11's "Try another way"), named
+    in the audit event.
     """
     if user.is_operator_staff != (method == STAFF_METHOD):
         # The one door for each kind of account: operator staff only through the staff
@@ -65,7 +68,8 @@ def sign_in(
             request.session.pop(keys.REMEMBERED_BY, None)
             request.session.pop(keys.REMEMBER_UNTIL, None)
         sessions.register(request, user, method)
-        record("signin", "success", request=request, user=user, flow=flow, method=method)
+        detail = {"factor": factor} if factor else {}
+        record("signin", "success", request=request, user=user, flow=flow, method=method, **detail)
     response = redirect("portal:home")
     if remember_as:
         entry = remember.remember(request, response, user, remember_as)

@@ -1,5 +1,6 @@
 """Setup → My Account: the login method on record, changing the phone number or email
-(each with the current second factor again), the signed-in sessions and the remembered
+(each with the current second factor again), the sign-in methods beyond it (authenticator
+app, recovery codes: caregate/factors), the signed-in sessions and the remembered
 browsers, each of which the user can end."""
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from django.views.decorators.http import require_POST
 
 from caregate.accounts.models import SignedInSession, User
 from caregate.audit.log import record
+from caregate.factors import recovery, registry
+from caregate.factors.models import AuthenticatorApp
 from caregate.flows import keys
 from caregate.flows.change_email import CHANGE_EMAIL
 from caregate.flows.change_phone import CHANGE_PHONE, NOT_REGISTERED, start_data
@@ -121,6 +124,25 @@ def _browser_rows(request: HttpRequest) -> list[BrowserRow]:
     return [BrowserRow(entry, entry.token_hash in own) for entry in entries]
 
 
+def _sign_in_methods(user: User) -> dict[str, object]:
+    """Sign-in methods: the authenticator app and recovery codes, where the deployment
+    allows them, for registered customers (staff factors are the identity provider's)."""
+    if user.is_operator_staff or user.usable_mfa_method == User.MfaMethod.NONE:
+        return {"methods_shown": False}
+    app_allowed = registry.allowed("authenticator-app")
+    codes_allowed = registry.allowed(recovery.KEY)
+    return {
+        "methods_shown": app_allowed or codes_allowed,
+        "app_allowed": app_allowed,
+        "codes_allowed": codes_allowed,
+        "authenticator_app": AuthenticatorApp.objects.filter(user=user).first()
+        if app_allowed
+        else None,
+        "recovery_left": recovery.remaining(user) if codes_allowed else 0,
+        "recovery_count": recovery.count(),
+    }
+
+
 @portal_page
 def my_account(request: HttpRequest) -> HttpResponse:
     user = request.user
@@ -131,6 +153,7 @@ def my_account(request: HttpRequest) -> HttpResponse:
         "registered": user.usable_mfa_method != User.MfaMethod.NONE,
         "session_rows": _session_rows(request),
         "browser_rows": _browser_rows(request),
+        **_sign_in_methods(user),
         "search_form": CaseSearchForm(),
         "active": "SETUP",
     }

@@ -1,0 +1,121 @@
+"""The second-factor stage of a sign-in with "Try another way".
+
+It shows the button's own factor (LOGIN WITH EMAIL: the emailed code, LOGIN WITH PHONE:
+the phone) and, for a user who has enrolled others that the deployment allows
+(caregate/factors/registry.py), a "Try another way" link to the list of them. The choice
+is kept in this stage's own namespace of the flow state, so it is written with the
+engine's compare-and-set like everything else, and it is checked against the account's
+enrolled factors when it is made. The chosen factor's stage does the verifying; when it
+Advances, the flow's data names the factor (``second_factor``) for the finish and its
+audit event. Remember Me is not this stage's business: the flow's finish binds it to the
+button, whatever factor was used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.http import HttpRequest
+
+from caregate.accounts.models import User
+from caregate.factors import registry
+from caregate.factors.registry import SecondFactor
+from caregate.flows.engine import Advance, Back, FlowState, Render, Result, Stage
+from caregate.flows.events import record_step
+
+ANOTHER_WAY = "another-way"  # ?another-way: the list of choices (a GET: writes nothing)
+NOT_OFFERED = "That way of signing in is not available for your account."
+
+
+@dataclass(frozen=True)
+class FactorChoice:
+    """Delegate to the button's own stage (``default``) or to the chosen factor's."""
+
+    default: SecondFactor
+
+    @property
+    def key(self) -> str:
+        # The button's stage keeps its URL (and its own state namespace) as before.
+        return self.default.stage.key
+
+    @property
+    def template(self) -> str:
+        return self.default.stage.template
+
+    @property
+    def choice_key(self) -> str:
+        return f"{self.key}:factor"
+
+    def chosen(self, state: FlowState) -> SecondFactor:
+        """The factor this sign-in uses now: the chosen one if the deployment still allows
+        it, else the button's own."""
+        key = state.stage(self.choice_key).get("factor", "")
+        return (registry.usable(key) if key else None) or self.default
+
+    def choices(self, state: FlowState) -> list[SecondFactor]:
+        user = User.objects.filter(pk=state.data.get("user_id"), is_active=True).first()
+        return registry.choices_for(user, default=self.default) if user else [self.default]
+
+    def handle(self, request: HttpRequest, state: FlowState) -> Result:
+        if request.method == "POST" and "factor" in request.POST:
+            return self._choose(request, state)
+        if request.method == "GET" and ANOTHER_WAY in request.GET:
+            return self._list(state)
+        factor = self.chosen(state)
+        result = factor.stage.handle(request, state)
+        if isinstance(result, Advance):
+            return Advance({**result.data, "second_factor": factor.key})
+        if isinstance(result, Render):
+            return self._with_link(state, factor, result)
+        return result
+
+    def _choose(self, request: HttpRequest, state: FlowState) -> Result:
+        key = request.POST.get("factor", "")
+        offered = {factor.key: factor for factor in self.choices(state)}
+        if key not in offered:
+            return self._list(state, error=NOT_OFFERED)
+        own = state.stage(self.choice_key)
+        if key == self.default.key:
+            own.pop("factor", None)
+        else:
+            own["factor"] = key
+        record_step(request, state, "factor.choose", "success", channel=key)
+        # Back to this very stage: the engine saves the choice (compare-and-set) and
+        # redirects to this stage's URL, where the chosen factor's page is shown.
+        return Back(self.key)
+
+    def _list(self, state: FlowState, *, error: str = "") -> Render:
+        options = self.choices(state)
+        current = self.chosen(state).key
+        context: dict[str, Any] = {"options": options, "current": current, "error": error}
+        return Render(context, template="factors/choose_factor.html")
+
+    def _with_link(self, state: FlowState, factor: SecondFactor, result: Render) -> Render:
+        """The factor's page, with "Try another way" when there is another way."""
+        another = factor.key != self.default.key or len(self.choices(state)) > 1
+        context = {
+            **result.context,
+            "wrapped_template": result.template or factor.stage.template,
+            "another_way": another,
+        }
+        return replace(result, context=context, template="factors/with_another_way.html")
+
+    # The call-status and delivery-status polls read these from the flow's current stage.
+    def current_call(self, own: dict[str, Any]) -> Any:
+        helper = getattr(self.default.stage, "current_call", None)
+        return helper(own) if helper is not None else None
+
+    def delivery_status(self, state: FlowState) -> tuple[str, str]:
+        helper = getattr(self.default.stage, "delivery_status", None)
+        return helper(state) if helper is not None else ("none", "")
+
+
+def own_factor(key: str, label: str, stage: Stage, strength: int) -> SecondFactor:
+    """The button's own factor, as the registry describes factors (always enrolled: the
+    Credentials stage let only users registered with it through)."""
+    return SecondFactor(key=key, label=label, stage=stage, enrolled=_always, strength=strength)
+
+
+def _always(user: User) -> bool:
+    return True
