@@ -11,6 +11,7 @@ from django import forms
 from django.forms.renderers import DjangoTemplates
 from django.template import Context, Template
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy
 
 from caregate.flows.forms import CodeForm, EmailForm, EmailSignInForm, UsernameSignInForm
 from caregate.portal.rendering import FormRenderer, render_field, render_form_errors
@@ -56,6 +57,11 @@ class EveryWidget(forms.Form):
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
     tel = forms.CharField(widget=forms.TextInput(attrs={"type": "tel"}), disabled=True)
     choice = forms.ChoiceField(choices=[("a", "A"), ("b", "B <i>")])
+    lazy = forms.CharField(
+        label=gettext_lazy("Lazy & <label>"),
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": gettext_lazy('Type "here" <now>')}),
+    )
 
 
 BOUND_DATA = [
@@ -86,6 +92,8 @@ def test_every_widget_is_drawn_exactly_as_djangos_templates_draw_it(data: dict |
         slow.is_valid()
     for name in fast.fields:
         assert str(fast[name]) == str(slow[name]), name
+        old = Template(FIELD_HTML).render(Context({"field": slow[name]}))
+        assert squeeze(render_field(fast[name])) == squeeze(old), name
 
 
 def test_a_safe_value_is_not_escaped_twice() -> None:
