@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest
 from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.functional import SimpleLazyObject
 
 from caregate.accounts.models import User
 from caregate.portal.forms import CaseSearchForm
@@ -94,6 +95,7 @@ def branding(request: HttpRequest) -> dict[str, Any]:
         # the sign-in screens, which have none, do not build it.
         "portal_nav": partial(portal_nav, getattr(request, "user", None)),
         # The header's case search on every portal page; a view's own (bound) form wins.
-        "search_form": CaseSearchForm(),
+        # Built only where a page shows it: the sign-in screens have no header search.
+        "search_form": SimpleLazyObject(CaseSearchForm),
         "dev_outbox": settings.CAREGATE_DEV_OUTBOX,
     }
