@@ -10,6 +10,7 @@ from caregate.flows.engine import Flow
 from caregate.flows.forgot_password import FORGOT_PASSWORD
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION, MFA_REGISTRATION
 from caregate.flows.new_provider_registration import REGISTER
+from caregate.flows.passkey_login import PASSKEY_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
 from caregate.staff.staff_login import STAFF_LOGIN
 
@@ -22,6 +23,7 @@ FLOWS: dict[str, Flow] = {
         MFA_REGISTRATION,
         COMPLETE_REGISTRATION,
         FORGOT_PASSWORD,
+        PASSKEY_LOGIN,
     ]
 }
 # The login page's staff LOGIN (OpenID Connect; caregate/staff/staff_login.py).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -43,6 +44,8 @@ def login_page(request: HttpRequest) -> HttpResponse:
             "staff_sso": oidc.configured(),
             "form": LoginOptionsForm(),
             "remember_me_checked": remembered,
+            # LOGIN WITH PASSKEY (issue #11), where the deployment turned it on.
+            "passkey_login": settings.CAREGATE_PASSKEY_LOGIN,
         },
     )
     if not remembered:
