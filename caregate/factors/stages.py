@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from caregate.accounts.models import User
 from caregate.factors import crypto, limits, notices, recovery, totp
 from caregate.factors.forms import AppCodeForm, RecoveryCodeForm
-from caregate.flows.engine import Advance, FlowState, Render, Result
+from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
 from caregate.flows.events import record_step
 
 APP = "authenticator-app"
@@ -29,6 +29,7 @@ USED_APP_CODE = (
     "That code was already used. Wait for the app to show a new code and enter that one."
 )
 NO_APP = "There is no authenticator app on your account any more. Please try another way."
+START_AGAIN = "Please start again from My Account."
 WRONG_RECOVERY = "That recovery code is not correct, or it was already used."
 
 
@@ -111,7 +112,10 @@ class AuthenticatorSetup:
     template: str = "factors/authenticator_setup.html"
 
     def handle(self, request: HttpRequest, state: FlowState) -> Result:
-        secret = crypto.decrypt(state.data["pending_secret"])
+        try:
+            secret = crypto.decrypt(str(state.data.get("pending_secret", "")))
+        except crypto.SecretUnreadable:  # not started by Set up authenticator app, or the
+            return Restart(START_AGAIN)  # key changed meanwhile: a new secret is needed
         if request.method != "POST" or request.POST.get("action") != "verify":
             return self._render(state, secret, AppCodeForm())
         form = AppCodeForm(request.POST)
