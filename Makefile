@@ -65,7 +65,7 @@ lint: $(VENV)/.installed
 test: $(VENV)/.installed tests/oidc/node_modules/.installed chromium faults-deps lint
 	mkdir -p var
 	$(PY) manage.py makemigrations --check --dry-run
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(VENV)/bin/pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) PYTEST=$(VENV)/bin/pytest tests/run_parallel.sh
 
 # Benchmarks (bench/README.md): they print figures, they test nothing. Short settings here.
 bench: $(VENV)/.installed bench/peer/.venv/.installed
