@@ -40,7 +40,7 @@ def page_text(response) -> str:
 def field_error(response, field: str) -> str:
     """The message shown beside one field (field.html), or ""."""
     match = re.search(
-        rf'id="id_{field}-error"[^>]*>(.*?)</p>', response.content.decode(), re.DOTALL
+        rf'id="id_{field}_error"[^>]*>(.*?)</p>', response.content.decode(), re.DOTALL
     )
     return html.unescape(match.group(1)).strip() if match else ""
 

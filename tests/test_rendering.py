@@ -20,7 +20,7 @@ from caregate.portal.rendering import FormRenderer, render_field, render_form_er
 FIELD_HTML = """<div class="field{% if field.errors %} field-error{% endif %}">
   <label for="{{ field.id_for_label }}">{{ field.label }}</label>
   {% if field.errors %}
-    <p class="error-message" id="{{ field.id_for_label }}-error" role="alert">"""
+    <p class="error-message" id="{{ field.auto_id }}_error" role="alert">"""
 FIELD_HTML += """{% for error in field.errors %}{{ error }} {% endfor %}</p>
   {% endif %}
   {{ field }}
@@ -133,7 +133,10 @@ def test_field_row_shows_every_error_and_escapes_them() -> None:
     html = render_field(form["number"])
     assert 'class="field field-error"' in html
     assert "Second &lt;problem&gt; </p>" in html
-    assert 'id="id_number-error"' in html
+    assert 'id="id_number_error"' in html
+    # The widget's aria-describedby names the message's id (Django 5.2 sets it).
+    described = re.search(r'aria-describedby="([^"]+)"', html)
+    assert described and f'id="{described.group(1)}"' in html
     assert squeeze(html) == squeeze(
         Template(FIELD_HTML).render(Context({"field": form["number"]}))
     )

@@ -102,7 +102,10 @@ def render_field(field: BoundField) -> SafeString:
     message = ""
     if errors:
         text = "".join(f"{esc(error)} " for error in errors)
-        message = f'\n  <p class="error-message" id="{label_for}-error" role="alert">{text}</p>'
+        # Django (5.2) points the widget's aria-describedby at "<auto_id>_error": the
+        # message carries that id, so screen readers read it with the field.
+        error_id = esc(f"{field.auto_id}_error")
+        message = f'\n  <p class="error-message" id="{error_id}" role="alert">{text}</p>'
     return safe(
         f'<div class="field{" field-error" if errors else ""}">\n'
         f'  <label for="{label_for}">{esc(field.label)}</label>{message}\n'

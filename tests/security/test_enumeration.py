@@ -51,7 +51,7 @@ def page_text(response) -> str:
 
 def username_answer(response) -> str:
     match = re.search(
-        r'id="id_username-error"[^>]*>(.*?)</p>', response.content.decode(), re.DOTALL
+        r'id="id_username_error"[^>]*>(.*?)</p>', response.content.decode(), re.DOTALL
     )
     return html.unescape(match.group(1)).strip() if match else ""
 
