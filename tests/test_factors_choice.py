@@ -10,6 +10,7 @@ from django.contrib.auth import SESSION_KEY
 
 from caregate.audit.models import AuditEvent
 from caregate.factors import registry
+from caregate.factors.models import AuthenticatorApp
 from caregate.verification.models import RememberedBrowser
 from tests.factor_steps import (
     app_code,
@@ -144,3 +145,19 @@ def test_registry_strongest_and_choices(email_user):
     assert keys[0] == "email" and keys[1:] == ["authenticator-app", "recovery-code"]
     assert registry.strongest(email_user, floor=10).key == "authenticator-app"
     assert registry.strongest(email_user, floor=30) is None
+
+
+def test_the_link_comes_from_what_the_password_step_noted(client, email_user):
+    """The code page decides on the link from the factors noted at the password step (no
+    factor lookups per render); the list itself re-reads them, so a factor removed since
+    is not offered."""
+    give_app(email_user)
+    to_code_page(client, email_user)
+    assert raw(client.session, "email-login")["data"]["enrolled_factors"] == ["authenticator-app"]
+    AuthenticatorApp.objects.filter(user=email_user).delete()
+    assert "Try another way" in page_text(client.get(EMAIL_CODE))
+    listing = page_text(client.get(f"{EMAIL_CODE}?another-way"))
+    assert "authenticator app" not in listing
+    assert "That way of signing in is not available" in page_text(
+        choose(client, "authenticator-app")
+    )

@@ -153,8 +153,10 @@ EMAIL_LOGIN = {
     "LOGIN WITH EMAIL POST": (4, 1, 1),
     "credentials GET": (1, 0, 1),  # the flow row: the page is drawn from it, nothing written
     # flow row, the account (one indexed query), audit append (3: no savepoint of its
-    # own, it joins the caller's transaction where there is one), flow row written
-    "credentials POST": (6, 0, 2),
+    # own, it joins the caller's transaction where there is one), flow row written; the
+    # account's other factors (authenticator app, recovery codes, passkeys: 3), noted for
+    # the code page's "Try another way" link (else each render of it looked them up)
+    "credentials POST": (9, 0, 2),
     "email-code GET": (1, 0, 1),
     # flow row, code issued (void older + insert), the delivery queued and sent, audit,
     # flow row written; the countdown is the code just issued (not read back); the
@@ -176,7 +178,7 @@ PHONE_LOGIN = {
     "login page GET": (0, 0, 0),
     "LOGIN WITH PHONE POST": (4, 1, 1),
     "credentials GET": (1, 0, 1),
-    "credentials POST": (6, 0, 2),
+    "credentials POST": (9, 0, 2),
     "phone GET": (1, 0, 1),
     # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert
     "send SMS": (14, 0, 2),

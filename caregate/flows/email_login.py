@@ -37,7 +37,7 @@ EMAIL_LOGIN = Flow(
     NAME,
     title="Email Login",
     stages=[
-        Credentials(method="email", check_user=require_mfa_method("email")),
+        Credentials(method="email", check_user=require_mfa_method("email"), note_factors=True),
         FactorChoice(
             own_factor(
                 "email",

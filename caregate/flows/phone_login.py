@@ -39,7 +39,7 @@ PHONE_LOGIN = Flow(
     NAME,
     title="Phone Login",
     stages=[
-        Credentials(method="email", check_user=require_mfa_method("phone")),
+        Credentials(method="email", check_user=require_mfa_method("phone"), note_factors=True),
         FactorChoice(
             own_factor(
                 "phone", "Send a code to my phone", PhoneChallenge(purpose="phone-login"), 20

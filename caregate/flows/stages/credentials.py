@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from caregate.accounts import backends
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.factors import registry
 from caregate.flows.engine import Advance, FlowState, Render, Result
 from caregate.flows.forms import EmailSignInForm, UsernameSignInForm
 from caregate.security.client import client_ip
@@ -38,6 +39,10 @@ class Credentials:
     button: str = "Sign in"
     key: str = "credentials"
     template: str = "flows/credentials.html"
+    # The sign-ins with "Try another way" (flows/stages/factor_choice.py): note which other
+    # factors the account has enrolled, once, here, so the code page does not look them
+    # up on every render just to decide whether to show the link.
+    note_factors: bool = False
 
     def _form(self, request: HttpRequest) -> EmailSignInForm | UsernameSignInForm:
         form_class = EmailSignInForm if self.method == "email" else UsernameSignInForm
@@ -78,14 +83,15 @@ class Credentials:
             refusal = self.check_user(user)
             if refusal is not None:
                 return refusal
-        return Advance(
-            {
-                "user_id": user.pk,
-                "username": user.username,  # the audit's snapshot (flows/events.py)
-                "email": user.email,
-                "phone": user.phone_number,
-                # The account's security state as the password was checked: a password
-                # reset (or a Reset Registration) meanwhile voids this sign-in attempt.
-                "security_mark": remember.fingerprint(user),
-            }
-        )
+        data = {
+            "user_id": user.pk,
+            "username": user.username,  # the audit's snapshot (flows/events.py)
+            "email": user.email,
+            "phone": user.phone_number,
+            # The account's security state as the password was checked: a password
+            # reset (or a Reset Registration) meanwhile voids this sign-in attempt.
+            "security_mark": remember.fingerprint(user),
+        }
+        if self.note_factors:
+            data["enrolled_factors"] = [f.key for f in registry.enrolled_factors(user)]
+        return Advance(data)

@@ -93,13 +93,21 @@ class FactorChoice:
 
     def _with_link(self, state: FlowState, factor: SecondFactor, result: Render) -> Render:
         """The factor's page, with "Try another way" when there is another way."""
-        another = factor.key != self.default.key or len(self.choices(state)) > 1
+        another = factor.key != self.default.key or self._has_other(state)
         context = {
             **result.context,
             "wrapped_template": result.template or factor.stage.template,
             "another_way": another,
         }
         return replace(result, context=context, template="factors/with_another_way.html")
+
+    def _has_other(self, state: FlowState) -> bool:
+        """Whether to show the link: from what the password step noted (display only; the
+        list and the choice itself re-read the account's factors)."""
+        noted = state.data.get("enrolled_factors")
+        if isinstance(noted, list):
+            return any(key != self.default.key and registry.allowed(key) for key in noted)
+        return len(self.choices(state)) > 1
 
     # The call-status and delivery-status polls read these from the flow's current stage.
     def current_call(self, own: dict[str, Any]) -> Any:
