@@ -434,6 +434,15 @@ CAREGATE_WEBAUTHN_RP_ID = env_str("CAREGATE_WEBAUTHN_RP_ID", "localhost")
 CAREGATE_WEBAUTHN_RP_NAME = env_str("CAREGATE_WEBAUTHN_RP_NAME", CAREGATE_PORTAL_NAME)
 CAREGATE_WEBAUTHN_ORIGINS = env_list("CAREGATE_WEBAUTHN_ORIGINS", ["http://localhost:8000"])
 CAREGATE_WEBAUTHN_ATTESTATION = env_str("CAREGATE_WEBAUTHN_ATTESTATION", "none")
+CAREGATE_WEBAUTHN_CHALLENGE_SECONDS = env_int("CAREGATE_WEBAUTHN_CHALLENGE_SECONDS", 300)
+# Adding a passkey needs a full sign-in (not Remember Me) at most this long ago.
+CAREGATE_PASSKEY_REAUTH_SECONDS = env_int("CAREGATE_PASSKEY_REAUTH_SECONDS", 600)
+# Authenticator-app and recovery codes checked per account (from any address), per 15 min:
+# a TOTP code has three valid values at a time, so guesses are limited per account.
+CAREGATE_RATE_LIMITS["factor-verify:account"] = (
+    env_int("CAREGATE_FACTOR_VERIFY_LIMIT_PER_ACCOUNT", 10),
+    900,
+)
 
 # --- production refuses unsafe settings (caregate/security/checks.py) -----------------
 _oidc_problems = oidc_problems(
