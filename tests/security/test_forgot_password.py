@@ -22,6 +22,7 @@ from django.test import Client
 
 from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
+from caregate.flows.forgot_password import FORGOT_PASSWORD
 from caregate.flows.stages.email_code import TOO_MANY_SENDS
 from caregate.verification import codes, ratelimit
 from caregate.verification.models import VerificationCode
@@ -99,7 +100,7 @@ def test_state_claiming_email_only_does_not_skip_the_phone(client: Client, phone
 
     def skip_phone(raw: dict) -> None:
         raw["data"]["mfa_method"] = "email"
-        raw["reached"] = 2
+        raw["reached"] = FORGOT_PASSWORD.index_of("password")
 
     flowstate.edit(client.session, FLOW, skip_phone)
     response = new_password(client)
