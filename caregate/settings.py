@@ -439,6 +439,19 @@ CAREGATE_WEBAUTHN_CHALLENGE_SECONDS = env_int("CAREGATE_WEBAUTHN_CHALLENGE_SECON
 CAREGATE_PASSKEY_REAUTH_SECONDS = env_int("CAREGATE_PASSKEY_REAUTH_SECONDS", 600)
 # Authenticator-app and recovery codes checked per account (from any address), per 15 min:
 # a TOTP code has three valid values at a time, so guesses are limited per account.
+# The factor policy (caregate/factors/policy.py). "aal2": email is no second factor,
+# administrators need a phishing-resistant factor (passkey), staff a phishing-resistant
+# amr; "standard": only what the two lists below ask.
+CAREGATE_FACTOR_PROFILE = env_str("CAREGATE_FACTOR_PROFILE", "standard")
+# Factor keys, any one of which an organization administrator must have enrolled, or
+# "phishing-resistant"; empty: none (under "aal2": phishing-resistant).
+CAREGATE_FACTORS_REQUIRED_FOR_ADMINS = env_list("CAREGATE_FACTORS_REQUIRED_FOR_ADMINS", [])
+# Days from an administrator's first sign-in under the requirement during which the
+# sign-in only asks them to enrol; after them the portal is closed until they do.
+CAREGATE_FACTOR_GRACE_DAYS = env_int("CAREGATE_FACTOR_GRACE_DAYS", 14)
+# ID-token amr values, any one of which a staff sign-in must show; empty: none (under
+# "aal2": phr, phrh or hwk, the phishing-resistant ones).
+CAREGATE_STAFF_REQUIRED_AMR = env_list("CAREGATE_STAFF_REQUIRED_AMR", [])
 CAREGATE_RATE_LIMITS["factor-verify:account"] = (
     env_int("CAREGATE_FACTOR_VERIFY_LIMIT_PER_ACCOUNT", 10),
     900,

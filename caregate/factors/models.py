@@ -42,3 +42,7 @@ class RecoveryCode(models.Model):
 
     def __str__(self) -> str:
         return f"recovery code of user {self.user_id}"
+
+
+# The factor policy's grace periods (caregate/factors/policy.py) live in their own module.
+from caregate.factors.policy_models import FactorPolicyGrace  # noqa: E402, F401

@@ -16,6 +16,7 @@ from django.utils.timezone import localtime
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
+from caregate.factors import policy
 from caregate.flows import keys
 from caregate.flows.engine import FlowState, Render, Result
 from caregate.flows.stages.credentials import UserCheck
@@ -70,7 +71,9 @@ def sign_in(
         sessions.register(request, user, method)
         detail = {"factor": factor} if factor else {}
         record("signin", "success", request=request, user=user, flow=flow, method=method, **detail)
-    response = redirect("portal:home")
+    # The factor policy (an administrator without a required factor) may end the sign-in
+    # at its prompt or its enrolment page instead; no query for anyone it does not apply to.
+    response = redirect(policy.after_sign_in(request, user) or "portal:home")
     if remember_as:
         entry = remember.remember(request, response, user, remember_as)
         remember.note_token(request, entry)

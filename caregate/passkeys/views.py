@@ -19,8 +19,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
+from caregate.factors import policy
 from caregate.flows import keys
 from caregate.flows.passkey_login import PASSKEY_LOGIN
 from caregate.passkeys import ceremony
@@ -40,6 +42,10 @@ NO_RESPONSE = (
 )
 REFUSED = "The passkey could not be added. Please try again."
 DUPLICATE = "That passkey is already added."
+LAST_REQUIRED = (
+    "This is your last passkey, and administrators of your organization must keep one: "
+    "add another passkey first, then remove this one."
+)
 STAFF = "Your sign-in is managed by {brand}: passkeys are not used for your account."
 
 
@@ -188,6 +194,13 @@ def rename(request: HttpRequest, passkey_id: int) -> HttpResponse:
 def remove(request: HttpRequest, passkey_id: int) -> HttpResponse:
     passkey = _own(request, passkey_id)
     with transaction.atomic():
+        # The user's row locked: two removals at once cannot each see another passkey left.
+        User.objects.select_for_update().filter(pk=request.user.pk).first()
+        if not policy.keeps_requirement(request.user, removing="passkey"):
+            record("factor-policy.remove", "refused", request=request, user=request.user,
+                   passkey_id=passkey.pk)  # fmt: skip
+            messages.error(request, LAST_REQUIRED)
+            return redirect("passkeys:list")
         deleted, _ = Passkey.objects.filter(pk=passkey.pk, user=request.user).delete()
         if not deleted:  # removed by a concurrent request: that one told the user
             raise Http404

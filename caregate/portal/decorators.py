@@ -10,18 +10,24 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from caregate.accounts.terms import needs_terms
+from caregate.factors import policy
 from caregate.portal.forms import CaseSearchForm
 
 View = Callable[..., HttpResponse]
 
 
 def portal_page(view: View) -> View:
-    """Require sign-in, then send anyone who has not accepted the current terms to them."""
+    """Require sign-in, then send anyone who has not accepted the current terms to them,
+    and an administrator past the factor policy's grace period without a required factor
+    to its enrolment page (caregate/factors/policy.py: every portal page but enrolling one
+    is closed to them; no query for a user the policy does not apply to)."""
 
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         if needs_terms(request.user) is not None:
             return redirect("portal:terms")
+        if policy.closed(request):
+            return redirect("factors:policy-required")
         return view(request, *args, **kwargs)
 
     return login_required(wrapper)

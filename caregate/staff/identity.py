@@ -22,6 +22,8 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 
 from caregate.accounts.models import User
+from caregate.audit.log import record
+from caregate.factors import policy
 from caregate.security import sessions
 from caregate.staff.domain import internal_domain, is_internal_address
 from caregate.staff.roles import roles_for
@@ -116,6 +118,12 @@ def _check(found: StaffClaims) -> None:
     if not found.subject:
         raise StaffRefused("no-subject")
     if settings.CAREGATE_OIDC_REQUIRE_MFA and not shows_mfa(found.amr, found.acr):
+        raise StaffRefused("no-mfa")
+    if not policy.staff_amr_allowed(found.amr):
+        # The factor policy ("aal2", or CAREGATE_STAFF_REQUIRED_AMR) asks for a
+        # phishing-resistant method at the provider: the "no-mfa" page tells the staff
+        # member to sign in again with their (stronger) second factor.
+        record("factor-policy.staff", "refused", subject=found.subject, amr=list(found.amr))
         raise StaffRefused("no-mfa")
     if found.email_unverified:
         raise StaffRefused("email-unverified")

@@ -9,6 +9,11 @@ enrolled factors when it is made. The chosen factor's stage does the verifying; 
 Advances, the flow's data names the factor (``second_factor``) for the finish and its
 audit event. Remember Me is not this stage's business: the flow's finish binds it to the
 button, whatever factor was used.
+
+The deployment's policy (caregate/factors/policy.py) can turn the button's own factor off
+(the "aal2" profile: email is no second factor). Then the stage shows the user's other
+allowed factors to choose from, or, for a user without one, a page saying how to get
+access: the button's own stage is never reached, so it cannot be used around the policy.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from typing import Any
 from django.http import HttpRequest
 
 from caregate.accounts.models import User
-from caregate.factors import registry
+from caregate.factors import policy, registry
 from caregate.factors.registry import SecondFactor
 from caregate.flows.engine import Advance, Back, FlowState, Render, Result, Stage
 from caregate.flows.events import record_step
 
 ANOTHER_WAY = "another-way"  # ?another-way: the list of choices (a GET: writes nothing)
 NOT_OFFERED = "That way of signing in is not available for your account."
+TURNED_OFF = {"email": "An emailed code", "phone": "A code sent to your phone"}
 
 
 @dataclass(frozen=True)
@@ -47,15 +53,20 @@ class FactorChoice:
     def choice_key(self) -> str:
         return f"{self.key}:factor"
 
-    def chosen(self, state: FlowState) -> SecondFactor:
+    def own_allowed(self) -> bool:
+        return policy.allowed(self.default.key)
+
+    def chosen(self, state: FlowState) -> SecondFactor | None:
         """The factor this sign-in uses now: the chosen one if the deployment still allows
-        it, else the button's own."""
+        it, else the button's own if the policy allows it, else None (nothing chosen)."""
         key = state.stage(self.choice_key).get("factor", "")
-        return (registry.usable(key) if key else None) or self.default
+        found = policy.usable(key) if key else None
+        return found or (self.default if self.own_allowed() else None)
 
     def choices(self, state: FlowState) -> list[SecondFactor]:
         user = User.objects.filter(pk=state.data.get("user_id"), is_active=True).first()
-        return registry.choices_for(user, default=self.default) if user else [self.default]
+        found = registry.choices_for(user, default=self.default) if user else [self.default]
+        return [factor for factor in found if policy.allowed(factor.key)]
 
     def handle(self, request: HttpRequest, state: FlowState) -> Result:
         if request.method == "POST" and "factor" in request.POST:
@@ -63,6 +74,8 @@ class FactorChoice:
         if request.method == "GET" and ANOTHER_WAY in request.GET:
             return self._list(state)
         factor = self.chosen(state)
+        if factor is None:
+            return self._own_turned_off(request, state)
         result = factor.stage.handle(request, state)
         if isinstance(result, Advance):
             return Advance({**result.data, "second_factor": factor.key})
@@ -74,9 +87,11 @@ class FactorChoice:
         key = request.POST.get("factor", "")
         offered = {factor.key: factor for factor in self.choices(state)}
         if key not in offered:
+            if not offered:  # the button's own factor is off and there is no other
+                return self._own_turned_off(request, state)
             return self._list(state, error=NOT_OFFERED)
         own = state.stage(self.choice_key)
-        if key == self.default.key:
+        if key == self.default.key:  # offered only while the policy allows it
             own.pop("factor", None)
         else:
             own["factor"] = key
@@ -87,7 +102,8 @@ class FactorChoice:
 
     def _list(self, state: FlowState, *, error: str = "") -> Render:
         options = self.choices(state)
-        current = self.chosen(state).key
+        chosen = self.chosen(state)
+        current = chosen.key if chosen is not None else ""
         context: dict[str, Any] = {"options": options, "current": current, "error": error}
         return Render(context, template="factors/choose_factor.html")
 
@@ -101,12 +117,25 @@ class FactorChoice:
         }
         return replace(result, context=context, template="factors/with_another_way.html")
 
+    def _own_turned_off(self, request: HttpRequest, state: FlowState) -> Render:
+        """The policy turned the button's own factor off and nothing else is chosen: the
+        user's other factors to choose from, or how to get access."""
+        if self.choices(state):
+            return self._list(state)
+        key = self.default.key
+        record_step(request, state, "factor-policy.refused", "factor-off", channel=key)
+        context = {
+            "factor_label": TURNED_OFF.get(key, self.default.label),
+            "phone_allowed": policy.allowed("phone"),
+        }
+        return Render(context, status=403, template="factors/not_allowed.html")
+
     def _has_other(self, state: FlowState) -> bool:
         """Whether to show the link: from what the password step noted (display only; the
         list and the choice itself re-read the account's factors)."""
         noted = state.data.get("enrolled_factors")
         if isinstance(noted, list):
-            return any(key != self.default.key and registry.allowed(key) for key in noted)
+            return any(key != self.default.key and policy.allowed(key) for key in noted)
         return len(self.choices(state)) > 1
 
     # The call-status and delivery-status polls read these from the flow's current stage.
