@@ -168,10 +168,39 @@ def test_describe_device(agent, device):
         ("remembered-phone", "LOGIN WITH PHONE (Remember Me)"),
         ("registration-email", "LOGIN WITH EMAIL"),
         ("staff-sso", "LOGIN (Caregate staff)"),
+        ("passkey", "LOGIN WITH PASSKEY"),
+        ("something-new", "something-new"),  # an unknown method is shown as recorded
     ],
 )
 def test_describe_method(method, shown):
     assert describe_method(method) == shown
+
+
+def test_a_passkey_session_is_listed_as_login_with_passkey(email_user):
+    client = signed_in_as(email_user)
+    other = signed_in_as(email_user, agent="Other PC")
+    SignedInSession.objects.filter(session_key=other.session.session_key).update(method="passkey")
+    assert "LOGIN WITH PASSKEY" in text(client.get(MY_ACCOUNT))
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_the_passkeys_link_only_where_the_deployment_offers_passkeys(
+    email_user, settings, allowed
+):
+    client = signed_in_as(email_user)
+    keys = ["email", "phone", "authenticator-app", "recovery-code"]
+    settings.CAREGATE_SECOND_FACTORS = [*keys, "passkey"] if allowed else keys
+    page = client.get(MY_ACCOUNT).content.decode()
+    assert ('href="/account/passkeys/"' in page) is allowed
+    assert client.get("/account/passkeys/").status_code == (200 if allowed else 404)
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_the_authenticator_app_only_where_the_deployment_offers_it(email_user, settings, allowed):
+    client = signed_in_as(email_user)
+    keys = ["email", "phone", "recovery-code", "passkey"]
+    settings.CAREGATE_SECOND_FACTORS = [*keys, "authenticator-app"] if allowed else keys
+    assert ("Set up authenticator app" in text(client.get(MY_ACCOUNT))) is allowed
 
 
 # -- changing the phone number -----------------------------------------------------------------

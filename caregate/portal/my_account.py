@@ -63,13 +63,21 @@ def describe_device(user_agent: str) -> str:
     return browser or system or "Unknown browser"
 
 
+# The login page's buttons, by the method a session records (caregate/flows/*.py sign_in()).
+BUTTONS = {
+    "phone": "LOGIN WITH PHONE",
+    "email": "LOGIN WITH EMAIL",
+    "passkey": "LOGIN WITH PASSKEY",  # caregate/flows/passkey_login.py
+}
+
+
 def describe_method(method: str) -> str:
     """How a session signed in, in the login page's words ("remembered-phone" → ...)."""
     if method == "staff-sso":
         return f"LOGIN ({settings.CAREGATE_BRAND_NAME} staff)"
     remembered = method.startswith("remembered-")
     button = method.removeprefix("remembered-").removeprefix("registration-")
-    label = f"LOGIN WITH {button.upper()}" if button in {"phone", "email"} else method
+    label = BUTTONS.get(button, method)
     return f"{label} (Remember Me)" if remembered else label
 
 
@@ -154,6 +162,8 @@ def my_account(request: HttpRequest) -> HttpResponse:
         "session_rows": _session_rows(request),
         "browser_rows": _browser_rows(request),
         **_sign_in_methods(user),
+        # The Passkeys link only where the deployment offers passkeys (else its page 404s).
+        "passkeys_allowed": registry.allowed("passkey"),
         "search_form": CaseSearchForm(),
         "active": "SETUP",
     }
