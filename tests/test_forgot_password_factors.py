@@ -141,3 +141,36 @@ def test_the_old_password_no_longer_signs_in(client: Client, email_user) -> None
     prove_passkey(client, device)
     new_password(client)
     assert changed(email_user) and not email_user.check_password(PASSWORD)
+
+
+# --- the deployment's factor policy ---------------------------------------------------------
+
+
+def test_under_aal2_the_mailbox_alone_does_not_reset(client, email_user, settings):
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    response = verify_email(client, email_user)
+    assert response.status_code == 403
+    assert "This way of signing in is turned off" in steps.page_text(response)
+    assert client.get(NEW_PASSWORD).url == "/forgot-password/email-code/"
+    assert not is_signed_in(client) and not changed(email_user)
+    assert AuditEvent.objects.filter(event="password.reset.factor", outcome="factor-off")
+
+
+def test_under_aal2_a_passkey_resets_an_email_account(client, email_user, settings) -> None:
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    device = give_passkey(email_user)
+    assert verify_email(client, email_user).url == FACTOR
+    assert prove_passkey(client, device).url == NEW_PASSWORD
+    assert new_password(client).url == "/home/" and changed(email_user)
+
+
+def test_under_aal2_a_phone_account_still_uses_its_phone(client, phone_user, settings) -> None:
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    assert verify_email(client, phone_user).url == PHONE
+
+
+def test_a_phone_the_deployment_turned_off_does_not_reset(client, phone_user, settings):
+    settings.CAREGATE_SECOND_FACTORS = ["email", "authenticator-app", "recovery-code", "passkey"]
+    response = verify_email(client, phone_user)
+    assert response.status_code == 403
+    assert "A code sent to your phone can no longer be used" in steps.page_text(response)

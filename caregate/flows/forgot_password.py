@@ -18,6 +18,9 @@ phone. Recovery codes never are that step: they are the fallback of a lost facto
 reset that took one would let whoever finds the printed sheet and reads the mailbox past
 the passkey or app. A user who lost the stronger factor calls the help desk (Reset
 Registration). The factor is chosen when the email is verified and re-read at every step.
+Where the deployment's policy turned the account's own factor off (the "aal2" profile:
+email is no second factor) and it has no stronger one, the reset stops after the emailed
+code with the sign-in's "turned off" page: the mailbox alone must not sign in.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ from django.utils.crypto import constant_time_compare
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.factors import recovery, registry
+from caregate.factors import policy, recovery, registry
 from caregate.factors.models import AuthenticatorApp
 from caregate.factors.registry import SecondFactor
 from caregate.flows.engine import Advance, Flow, FlowState, Render, Restart, Result, When
 from caregate.flows.signin import active_user, sign_in
 from caregate.flows.stages.account_email import AccountEmailCode
+from caregate.flows.stages.factor_choice import TURNED_OFF
 from caregate.flows.stages.new_password import NewPassword
 from caregate.flows.stages.phone_challenge import PhoneChallenge
 from caregate.passkeys.models import Passkey
@@ -66,6 +70,12 @@ def reset_factor(user: User) -> SecondFactor | None:
     floor = OWN_STRENGTH.get(user.usable_mfa_method, OWN_STRENGTH[User.MfaMethod.PHONE])
     factor = registry.strongest(user, floor=floor)
     return factor if factor is not None and factor.key not in FALLBACKS else None
+
+
+def own_factor_allowed(user: User) -> bool:
+    """Whether the deployment's policy still lets the account's own factor (email or
+    phone) verify it (caregate/factors/policy.py)."""
+    return policy.allowed(str(user.usable_mfa_method))
 
 
 def stronger_required(state: FlowState) -> bool:
@@ -121,7 +131,22 @@ class NotingFactor:
             return result
         user = active_user(result.data.get("user_id"))
         factor = reset_factor(user) if user is not None else None
+        if user is not None and factor is None and not own_factor_allowed(user):
+            return self._turned_off(request, state, user)
         return Advance({**result.data, "reset_factor": factor.key if factor else ""})
+
+    @staticmethod
+    def _turned_off(request: HttpRequest, state: FlowState, user: User) -> Render:
+        """The policy turned the account's own factor off (the "aal2" profile: email) and it
+        has no stronger one: a reset must not sign in with the mailbox alone, which the
+        sign-in itself no longer accepts. The same page as the sign-in's."""
+        method = user.usable_mfa_method
+        record("password.reset.factor", "factor-off", request=request, user=user, flow=NAME)
+        context = {
+            "factor_label": TURNED_OFF.get(method, method),
+            "phone_allowed": policy.allowed("phone"),
+        }
+        return Render(context, status=403, template="factors/not_allowed.html")
 
     def __getattr__(self, name: str) -> Any:
         # The delivery-status poll reads the email stage's helpers from the current stage.
@@ -208,6 +233,8 @@ def factors_passed(user: User, state: FlowState) -> bool:
     if stronger is not None:
         return stronger
     method = user.usable_mfa_method
+    if not own_factor_allowed(user):
+        return False
     if method == User.MfaMethod.EMAIL:
         return True
     if method == User.MfaMethod.PHONE:

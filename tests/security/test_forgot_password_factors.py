@@ -304,3 +304,13 @@ def test_the_same_app_code_from_a_second_tab_proves_nothing_more(client, email_u
     assert new_password(other, OTHER).url == "/"  # the attempt is over
     email_user.refresh_from_db()
     assert email_user.check_password(NEW)
+
+
+def test_under_aal2_a_state_moved_past_the_email_step_does_not_reset(client, email_user, settings):
+    """The email-only account's reset, moved on to the password stage (a bug elsewhere, a
+    restored row) while the "aal2" profile is on: the password stage refuses."""
+    verify_email(client, email_user)
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    response = new_password(client)
+    assert response.status_code == 302 and response.url == "/"
+    assert unchanged(email_user) and not is_signed_in(client)
