@@ -221,6 +221,37 @@ def test_the_app_removed_during_sign_in_no_longer_verifies(client, email_user):
     assert SESSION_KEY not in client.session
 
 
+def test_a_secret_under_a_retired_key_is_told_not_a_500(client, email_user, settings):
+    settings.CAREGATE_FACTOR_ENCRYPTION_KEY = ""
+    settings.SECRET_KEY = "retired-" + "k" * 60
+    secret = give_app(email_user)
+    settings.SECRET_KEY = "current-" + "k" * 60
+    settings.SECRET_KEY_FALLBACKS = []  # the old key was dropped before any use
+    to_code_page(client, email_user)
+    choose(client, "authenticator-app")
+    response = verify(client, app_code(secret))
+    assert response.status_code == 200
+    assert "must be set up again" in page_text(response)
+    assert SESSION_KEY not in client.session
+
+
+def test_a_secret_under_a_fallback_key_is_stored_again_under_the_current_one(
+    email_user, settings
+):
+    settings.CAREGATE_FACTOR_ENCRYPTION_KEY = ""
+    settings.SECRET_KEY = "old-" + "k" * 60
+    secret = give_app(email_user)
+    before = AuthenticatorApp.objects.get(user=email_user).secret
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-" + "k" * 60, ["old-" + "k" * 60]
+    assert crypto.needs_rotation(before)
+    assert totp.verify(email_user.pk, app_code(secret)) is totp.TotpOutcome.OK
+    after = AuthenticatorApp.objects.get(user=email_user).secret
+    assert after != before and not crypto.needs_rotation(after)
+    # A secret already under the current key is left as it is at its next use.
+    assert totp.verify(email_user.pk, app_code(secret, offset=1)) is totp.TotpOutcome.OK
+    assert AuthenticatorApp.objects.get(user=email_user).secret == after
+
+
 def test_wrong_codes_are_limited_per_account(client, email_user, settings):
     settings.CAREGATE_RATE_LIMITS = {
         **settings.CAREGATE_RATE_LIMITS,

@@ -28,17 +28,40 @@ def _derived(secret_key: str) -> bytes:
     return base64.urlsafe_b64encode(hkdf.derive(secret_key.encode()))
 
 
-def _fernet() -> MultiFernet:
-    # Read on every use: an operator's (or a test's) setting applies at once.
+def _keys() -> list[bytes]:
+    """The current key first, then the ones that still decrypt. Read on every use: an
+    operator's (or a test's) setting applies at once."""
     configured = getattr(settings, "CAREGATE_FACTOR_ENCRYPTION_KEY", "")
     keys = [configured.encode()] if configured else []
     keys.append(_derived(settings.SECRET_KEY))
     keys += [_derived(old) for old in getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    return MultiFernet([Fernet(key) for key in keys])
+    return keys
+
+
+def _fernet() -> MultiFernet:
+    return MultiFernet([Fernet(key) for key in _keys()])
 
 
 def encrypt(plaintext: str) -> str:
     return _fernet().encrypt(plaintext.encode()).decode()
+
+
+def needs_rotation(token: str) -> bool:
+    """Whether ``token`` was encrypted with a key other than the current one (a retired
+    SECRET_KEY in SECRET_KEY_FALLBACKS, or the derived key before an explicit key)."""
+    try:
+        Fernet(_keys()[0]).decrypt(token.encode())
+    except InvalidToken:
+        return True
+    return False
+
+
+def rotate(token: str) -> str:
+    """``token`` re-encrypted with the current key (SecretUnreadable if no key reads it)."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable from exc
 
 
 def decrypt(token: str) -> str:

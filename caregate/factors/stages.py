@@ -29,6 +29,9 @@ USED_APP_CODE = (
     "That code was already used. Wait for the app to show a new code and enter that one."
 )
 NO_APP = "There is no authenticator app on your account any more. Please try another way."
+UNREADABLE_APP = (
+    "Your authenticator app must be set up again (Setup → My Account). Please try another way."
+)
 START_AGAIN = "Please start again from My Account."
 WRONG_RECOVERY = "That recovery code is not correct, or it was already used."
 
@@ -64,6 +67,7 @@ class AuthenticatorCode:
         error = {
             totp.TotpOutcome.WRONG: WRONG_APP_CODE,
             totp.TotpOutcome.REPLAYED: USED_APP_CODE,
+            totp.TotpOutcome.UNREADABLE: UNREADABLE_APP,
         }.get(outcome, NO_APP)
         return Render({"form": AppCodeForm(), "error": error})
 

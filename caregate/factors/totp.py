@@ -32,6 +32,7 @@ class TotpOutcome(Enum):
     WRONG = "wrong"
     REPLAYED = "replayed"  # right code, but its step (or a later one) was already used
     MISSING = "missing"  # no authenticator app (removed meanwhile)
+    UNREADABLE = "unreadable"  # its secret's key was retired: the app must be set up again
 
 
 def new_secret() -> str:
@@ -84,12 +85,21 @@ def verify(user_id: int, code: str, now: float | None = None) -> TotpOutcome:
     app = AuthenticatorApp.objects.filter(user_id=user_id).first()
     if app is None:
         return TotpOutcome.MISSING
-    step = matching_step(crypto.decrypt(app.secret), code, now)
+    try:
+        step = matching_step(crypto.decrypt(app.secret), code, now)
+    except crypto.SecretUnreadable:
+        # Encrypted with a key no longer configured: no code can match; never a 500.
+        return TotpOutcome.UNREADABLE
     if step is None:
         return TotpOutcome.WRONG
-    moved = AuthenticatorApp.objects.filter(pk=app.pk, last_used_step__lt=step).update(
-        last_used_step=step, last_used_at=timezone.now()
-    )
+    changes: dict[str, object] = {"last_used_step": step, "last_used_at": timezone.now()}
+    if crypto.needs_rotation(app.secret):
+        # Under a retired key (SECRET_KEY_FALLBACKS): stored again under the current one,
+        # in the same compare-and-set, so the retired key can then be dropped.
+        changes["secret"] = crypto.rotate(app.secret)
+    moved = AuthenticatorApp.objects.filter(
+        pk=app.pk, last_used_step__lt=step, secret=app.secret
+    ).update(**changes)
     return TotpOutcome.OK if moved else TotpOutcome.REPLAYED
 
 
