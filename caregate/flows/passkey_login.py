@@ -8,6 +8,7 @@ signs for this site's origin only) and verifies the user on the device.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from caregate.accounts.models import User
@@ -31,6 +32,9 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     )
     if user is None or not still_enrolled:
         return PASSKEY_LOGIN.restart(request, "Please sign in again.")
+    if not (settings.CAREGATE_PASSKEY_LOGIN and "passkey" in settings.CAREGATE_SECOND_FACTORS):
+        # Turned off while this sign-in was under way.
+        return PASSKEY_LOGIN.restart(request, "Please sign in with another LOGIN button.")
     if user.is_operator_staff or user.usable_mfa_method == User.MfaMethod.NONE:
         # Staff sign in with the staff LOGIN; an account whose registration is not
         # complete has no business signing in at all.

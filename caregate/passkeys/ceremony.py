@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -270,6 +272,10 @@ class Assertion:
     user: User
 
 
+# A credential id as the browser sends it: base64url, at most 1023 bytes (WebAuthn L3).
+_CREDENTIAL_ID = re.compile(r"[A-Za-z0-9_-]{1,1364}")
+
+
 def _find_passkey(credential: dict[str, Any], user: User | None) -> Passkey:
     """The enrolled passkey the response names: the given user's own (second factor), or,
     with no user (LOGIN WITH PASSKEY), whoever's whose user handle the response carries."""
@@ -277,6 +283,9 @@ def _find_passkey(credential: dict[str, Any], user: User | None) -> Passkey:
         parsed = parse_authentication_credential_json(credential)
     except (WebAuthnException, ValueError, TypeError) as error:
         raise Refused("malformed") from error
+    if not _CREDENTIAL_ID.fullmatch(parsed.id):
+        # Checked before the lookup: a NUL in the id made PostgreSQL refuse the query (500).
+        raise Refused("malformed")
     found = Passkey.objects.select_related("user").filter(credential_id=parsed.id).first()
     if found is None:
         raise Refused("unknown-credential")
@@ -326,4 +335,9 @@ def clean_name(raw: object) -> str:
     if not isinstance(raw, str):
         return ""
     name = " ".join(raw.split())
+    if any(unicodedata.category(char) in _UNPRINTABLE for char in name):
+        return ""  # a NUL (which PostgreSQL refuses), other controls, invisible marks
     return name if 0 < len(name) <= NAME_MAX else ""
+
+
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn"}

@@ -81,6 +81,12 @@ def allowed() -> bool:
     return "passkey" in settings.CAREGATE_SECOND_FACTORS
 
 
+def login_offered() -> bool:
+    """LOGIN WITH PASSKEY: turned on, and passkeys allowed at all (a deployment that took
+    "passkey" out of its factors must not keep signing people in with one)."""
+    return bool(settings.CAREGATE_PASSKEY_LOGIN) and allowed()
+
+
 @portal_page
 def passkey_list(request: HttpRequest) -> HttpResponse:
     if not allowed():
@@ -130,7 +136,12 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
     user = request.user
     name = ceremony.clean_name(request.POST.get("name"))
     if not name:
-        return _add_page(request, name=request.POST.get("name", "")[:60], error=NAME_NEEDED)
+        return _add_page(
+            request,
+            name=ceremony.clean_name(request.POST.get("name", "")[:60]),
+            error=NAME_NEEDED,
+            status=400,
+        )
     try:
         # Used up first, committed whatever follows: one try per challenge.
         challenge = ceremony.consume_challenge(
@@ -220,7 +231,7 @@ def remove(request: HttpRequest, passkey_id: int) -> HttpResponse:
 @require_POST
 def start_login(request: HttpRequest) -> HttpResponse:
     """LOGIN WITH PASSKEY: only where the deployment turned it on."""
-    if not settings.CAREGATE_PASSKEY_LOGIN:
+    if not login_offered():
         raise Http404
     if request.user.is_authenticated:
         return redirect("portal:home")

@@ -45,7 +45,8 @@ def login_page(request: HttpRequest) -> HttpResponse:
             "form": LoginOptionsForm(),
             "remember_me_checked": remembered,
             # LOGIN WITH PASSKEY (issue #11), where the deployment turned it on.
-            "passkey_login": settings.CAREGATE_PASSKEY_LOGIN,
+            "passkey_login": settings.CAREGATE_PASSKEY_LOGIN
+            and "passkey" in settings.CAREGATE_SECOND_FACTORS,
         },
     )
     if not remembered:

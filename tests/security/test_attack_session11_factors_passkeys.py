@@ -104,12 +104,14 @@ def test_login_with_passkey_follows_the_deployments_allowed_factors(me, settings
     """Low/Medium. Passkeys taken off CAREGATE_SECOND_FACTORS: the user cannot see or
     remove theirs (404), but LOGIN WITH PASSKEY still signs in with it."""
     device = steps.enrol(me)
+    browser = Client()
+    started = steps.passkey_login(browser)  # begun while passkeys were allowed
     settings.CAREGATE_SECOND_FACTORS = ["email", "phone", "authenticator-app", "recovery-code"]
     assert me.get(steps.PASSKEYS).status_code == 404
-    browser = Client()
-    response = steps.post_assertion(
-        browser, steps.LOGIN_STAGE, device.get(steps.passkey_login(browser))
-    )
+    # No new LOGIN WITH PASSKEY (no button, 404), and the one under way does not finish.
+    assert Client().post(steps.LOGIN_START).status_code == 404
+    assert "LOGIN WITH PASSKEY" not in Client().get("/").content.decode()
+    response = steps.post_assertion(browser, steps.LOGIN_STAGE, device.get(started))
     assert signed_in_as(browser) is None, response
 
 
