@@ -57,7 +57,8 @@ PHISHING_RESISTANT_AMR = ("phr", "phrh", "hwk")
 # The pages an administrator past the grace period may still open, by factor: the portal
 # stays closed except for enrolling a required factor (and this module's own pages).
 ENROLMENT_VIEWS = {
-    "passkey": ("passkeys:list", "passkeys:add"),
+    # start-add: the current-factor step before the add page (caregate/passkeys/flows.py).
+    "passkey": ("passkeys:list", "passkeys:add", "passkeys:start-add"),
     "authenticator-app": ("factors:add-app",),
 }
 POLICY_VIEWS = ("factors:policy-required", "factors:policy-prompt", "factors:recovery-offer")
