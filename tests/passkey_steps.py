@@ -8,9 +8,12 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 
+from caregate.accounts.models import User
+from caregate.delivery.models import OutboxMessage
 from caregate.factors import registry
 from caregate.flows import keys
 from caregate.flows.engine import Flow, FlowState
@@ -18,11 +21,13 @@ from caregate.flows.models import FlowInstance
 from caregate.flows.signin import active_user, sign_in
 from caregate.flows.stages.credentials import Credentials
 from tests.conftest import PASSWORD
-from tests.phone_steps import email_login
+from tests.phone_steps import email_login, sms_code
 from tests.webauthn_soft import SoftAuthenticator
 
 PASSKEYS = "/account/passkeys/"
 ADD = "/account/passkeys/add/"
+START_ADD = "/account/passkeys/add/verify/"
+VERIFY = "/add-passkey/current/"
 LOGIN_START = "/login/passkey/"
 LOGIN_STAGE = "/passkey-login/passkey/"
 SECOND_FACTOR_CREDENTIALS = "/passkey-second-factor/credentials/"
@@ -48,8 +53,37 @@ def signed_in(client: Client, user) -> Client:
     return client
 
 
+def verify_for_passkey(client: Client) -> None:
+    """Add a passkey → the code to the email or phone on record (flows.ADD_PASSKEY)."""
+    user = User.objects.get(pk=client.session["_auth_user_id"])
+    response = client.post(START_ADD)
+    assert response.status_code == 302 and response.url == VERIFY, response
+    if user.usable_mfa_method == User.MfaMethod.PHONE:
+        client.post(VERIFY, {"action": "sms"})
+        response = client.post(
+            VERIFY, {"action": "verify-sms", "code": sms_code(user.phone_number)}
+        )
+    else:
+        client.post(VERIFY, {"action": "send"})
+        message = OutboxMessage.objects.filter(to__icontains=user.email).order_by("-id").first()
+        code = re.search(r"\b(\d{6})\b", message.body).group(1)
+        client.post(VERIFY, {"action": "verify", "code": code})
+        response = client.post(VERIFY, {"action": "continue"})
+    assert response.status_code == 302 and response.url == ADD, response
+
+
+def add_page(client: Client) -> HttpResponse:
+    """The Add a passkey page, proving the current factor first unless this session
+    already did (and has not used that proof for a passkey yet)."""
+    if cache.get(f"caregate:passkeys:add-ticket:{client.session.session_key}") is None:
+        verify_for_passkey(client)
+    return client.get(ADD)
+
+
 def enrol(client: Client, name: str = "Work laptop", **create: Any) -> SoftAuthenticator:
-    """Add a passkey from the Passkeys page with a new software authenticator."""
+    """Add a passkey from the Passkeys page with a new software authenticator (the
+    current factor proved first)."""
+    verify_for_passkey(client)
     device = SoftAuthenticator()
     response = client.post(
         ADD, {"name": name, "credential": device.create(options(client.get(ADD)), **create)}

@@ -235,9 +235,7 @@ def test_a_secret_under_a_retired_key_is_told_not_a_500(client, email_user, sett
     assert SESSION_KEY not in client.session
 
 
-def test_a_secret_under_a_fallback_key_is_stored_again_under_the_current_one(
-    email_user, settings
-):
+def test_a_secret_under_a_fallback_key_is_stored_again_under_the_current_one(email_user, settings):
     settings.CAREGATE_FACTOR_ENCRYPTION_KEY = ""
     settings.SECRET_KEY = "old-" + "k" * 60
     secret = give_app(email_user)

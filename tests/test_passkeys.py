@@ -5,7 +5,6 @@ password, LOGIN WITH PASSKEY, the notices and audit events, and Reset Registrati
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from unittest import mock
 
@@ -67,7 +66,7 @@ def test_the_passkeys_page_needs_a_sign_in(client):
 
 
 def test_registration_options_ask_for_a_discoverable_user_verified_credential(me, email_user):
-    options = steps.options(me.get(ADD))
+    options = steps.options(steps.add_page(me))
     assert options["rp"] == {"id": "localhost", "name": options["rp"]["name"]}
     assert options["authenticatorSelection"]["residentKey"] == "required"
     assert options["authenticatorSelection"]["userVerification"] == "required"
@@ -99,43 +98,60 @@ def test_adding_a_passkey_stores_it_audits_it_and_tells_the_user(me, email_user)
 
 def test_a_second_passkey_excludes_the_first(me):
     first = steps.enrol(me, "Phone")
-    options = steps.options(me.get(ADD))
+    options = steps.options(steps.add_page(me))
     assert [c["id"] for c in options["excludeCredentials"]] == [first.id]
 
 
 def test_adding_needs_a_name(me, email_user):
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     response = me.post(ADD, {"name": "   ", "credential": credential})
     assert "Please give the passkey a name" in steps.page_text(response)
     assert not Passkey.objects.exists()
 
 
 def test_adding_without_a_response_says_the_browser_sent_none(me):
-    steps.options(me.get(ADD))
+    steps.options(steps.add_page(me))
     response = me.post(ADD, {"name": "Laptop", "credential": ""})
     assert response.status_code == 400
     assert "Your browser did not send a passkey." in steps.page_text(response)
     assert events("passkey.enrol")[0].detail["reason"] == "no-response"
 
 
-def test_adding_needs_a_recent_sign_in(me):
-    session = me.session
-    session[keys.AUTH_TIME] = int(time.time()) - 601
-    session.save()
+def test_adding_needs_the_current_factor_first(me, email_user):
+    """Even right after the sign-in: a session alone does not add a passkey."""
     response = me.get(ADD)
     assert response.status_code == 403
-    assert "SIGN IN AGAIN" in steps.page_text(response)
-    assert "in the last 10 minutes" in steps.page_text(response)
+    assert "we first send a code" in steps.page_text(response)
     assert me.post(ADD, {"name": "Laptop", "credential": "{}"}).status_code == 403
     assert not PasskeyChallenge.objects.exists()
+    steps.verify_for_passkey(me)
+    assert me.get(ADD).status_code == 200
+    assert PasskeyChallenge.objects.count() == 1
 
 
-def test_a_remembered_browser_cannot_add_a_passkey(me):
+def test_one_proof_adds_one_passkey(me):
+    steps.enrol(me)
+    assert me.get(ADD).status_code == 403  # the next passkey proves the factor again
+    steps.enrol(me, name="Home PC")
+    assert Passkey.objects.count() == 2
+
+
+def test_the_proof_expires(me, settings):
+    steps.verify_for_passkey(me)
+    from django.core.cache import cache
+
+    cache.clear()  # as when CAREGATE_PASSKEY_REAUTH_SECONDS have passed
+    assert me.get(ADD).status_code == 403
+
+
+def test_a_remembered_browser_proves_the_factor_like_any_session(me):
     session = me.session
     session[keys.SIGNIN_METHOD] = "remembered-email"
     session.save()
     assert me.get(ADD).status_code == 403
+    steps.verify_for_passkey(me)
+    assert me.get(ADD).status_code == 200
 
 
 def test_renaming_a_passkey(me, email_user):
@@ -188,7 +204,7 @@ def test_after_enrolment_recovery_codes_are_offered_when_the_factors_app_offers_
     fake = mock.Mock(offer_after_enrolment=offer)
     with mock.patch("caregate.passkeys.views.import_module", return_value=fake):
         device = SoftAuthenticator()
-        credential = device.create(steps.options(me.get(ADD)))
+        credential = device.create(steps.options(steps.add_page(me)))
         response = me.post(ADD, {"name": "Laptop", "credential": credential})
     assert response.status_code == 302 and response.url == "/setup/my-account/"
     assert offered == [Passkey.objects.get().user_id]

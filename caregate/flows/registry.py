@@ -12,6 +12,7 @@ from caregate.flows.mfa_registration import COMPLETE_REGISTRATION, MFA_REGISTRAT
 from caregate.flows.new_provider_registration import REGISTER
 from caregate.flows.passkey_login import PASSKEY_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
+from caregate.passkeys.flows import ADD_PASSKEY
 from caregate.staff.staff_login import STAFF_LOGIN
 
 FLOWS: dict[str, Flow] = {
@@ -32,3 +33,4 @@ FLOWS[STAFF_LOGIN.name] = STAFF_LOGIN
 FLOWS.update({flow.name: flow for flow in [CHANGE_PHONE, CHANGE_EMAIL]})
 # Setup → My Account → Sign-in methods (caregate/factors/flows.py).
 FLOWS.update({flow.name: flow for flow in FACTOR_FLOWS})
+FLOWS[ADD_PASSKEY.name] = ADD_PASSKEY

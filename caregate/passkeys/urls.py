@@ -8,6 +8,7 @@ app_name = "passkeys"
 urlpatterns = [
     path("account/passkeys/", views.passkey_list, name="list"),
     path("account/passkeys/add/", views.add, name="add"),
+    path("account/passkeys/add/verify/", views.start_add, name="start-add"),
     path("account/passkeys/<int:passkey_id>/rename/", views.rename, name="rename"),
     path("account/passkeys/<int:passkey_id>/remove/", views.remove, name="remove"),
     # LOGIN WITH PASSKEY (its screen is the passkey-login flow's stage).

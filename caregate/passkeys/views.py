@@ -1,15 +1,15 @@
 """Setup → My Account → Passkeys: the list, adding one (the registration ceremony),
 renaming and removing one; and the login page's LOGIN WITH PASSKEY.
 
-Adding a passkey asks for a recent full sign-in (password and second factor, or a
-passkey) in this session: a passkey signs in on its own, so a browser left signed in, or
-one that skipped the prompts with Remember Me, must not be able to add one.
+Adding a passkey asks for the second factor on record again (caregate/passkeys/flows.py,
+a code to the phone or email, as Set up authenticator app does): a passkey signs in on
+its own, so a session alone (a browser left signed in, a stolen cookie, one that skipped
+the prompts with Remember Me) must not be able to add one.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from importlib import import_module
 
 from django.conf import settings
@@ -21,11 +21,10 @@ from django.views.decorators.http import require_POST
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.delivery.email import describe_seconds
 from caregate.factors import policy
-from caregate.flows import keys
+from caregate.flows.change_phone import NOT_REGISTERED, start_data
 from caregate.flows.passkey_login import PASSKEY_LOGIN
-from caregate.passkeys import ceremony
+from caregate.passkeys import ceremony, flows
 from caregate.passkeys.models import Passkey, PasskeyChallenge
 from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm
@@ -47,20 +46,6 @@ LAST_REQUIRED = (
     "add another passkey first, then remove this one."
 )
 STAFF = "Your sign-in is managed by {brand}: passkeys are not used for your account."
-
-
-def reauth_seconds() -> int:
-    # Not in settings.py: how recent the sign-in must be to add a passkey.
-    return int(getattr(settings, "CAREGATE_PASSKEY_REAUTH_SECONDS", 600))
-
-
-def recently_signed_in(request: HttpRequest) -> bool:
-    """This session's sign-in asked for everything (not a remembered browser), lately."""
-    method = str(request.session.get(keys.SIGNIN_METHOD, ""))
-    signed_in_at = request.session.get(keys.AUTH_TIME)
-    if not isinstance(signed_in_at, int) or method.startswith("remembered-"):
-        return False
-    return time.time() - signed_in_at <= reauth_seconds()
 
 
 def _page(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
@@ -110,16 +95,25 @@ def add(request: HttpRequest) -> HttpResponse:
     if user.is_operator_staff:
         messages.error(request, STAFF.format(brand=settings.CAREGATE_BRAND_NAME))
         return redirect("passkeys:list")
-    if not recently_signed_in(request):
-        return _page(
-            request,
-            "passkeys/sign_in_again.html",
-            {"minutes": describe_seconds(reauth_seconds())},
-            status=403,
-        )
+    if not flows.has_ticket(request):
+        # Not yet verified with the current factor in this session (or too long ago).
+        return _page(request, "passkeys/verify_first.html", {}, status=403)
     if request.method == "POST":
         return _finish_add(request)
     return _add_page(request)
+
+
+@require_POST
+@portal_page
+def start_add(request: HttpRequest) -> HttpResponse:
+    """Add a passkey → the current factor first (flows.ADD_PASSKEY), then the add page."""
+    user = request.user
+    if not allowed():
+        raise Http404
+    if user.is_operator_staff or user.usable_mfa_method == User.MfaMethod.NONE:
+        messages.error(request, NOT_REGISTERED)
+        return redirect("passkeys:list")
+    return flows.ADD_PASSKEY.start(request, **start_data(user))
 
 
 def _add_page(
@@ -152,6 +146,7 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
         with transaction.atomic():
             passkey = ceremony.register(user, request.POST.get("credential", ""), challenge, name)
             record("passkey.enrol", "success", request=request, user=user, passkey_id=passkey.pk)
+        flows.use_ticket(request)  # one passkey per proof of the current factor
     except ceremony.Refused as refusal:
         record("passkey.enrol", "refused", request=request, user=user, reason=refusal.reason)
         error = {"no-response": NO_RESPONSE, "already-enrolled": DUPLICATE}.get(

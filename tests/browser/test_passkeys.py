@@ -13,7 +13,7 @@ from playwright.sync_api import CDPSession, Page, expect
 
 from caregate.audit.models import AuditEvent
 from caregate.passkeys.models import Passkey
-from tests.browser.helpers import HOME_URL
+from tests.browser.helpers import HOME_URL, send_code, type_code
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,12 +55,25 @@ def cdp(page: Page) -> Iterator[CDPSession]:
     session.send("WebAuthn.disable")
 
 
-def enrol(page: Page, axe_check, name: str = "Work laptop") -> None:
+def verify_first(page: Page, user, outbox_code, axe_check) -> None:
+    """Add a passkey's first step: the code to the email on record (flows.ADD_PASSKEY)."""
+    expect(page.get_by_text("we first send a code")).to_be_visible()
+    axe_check(page)
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_text("first verify your email address")).to_be_visible()
+    axe_check(page)
+    send_code(page)
+    type_code(page, outbox_code(user.email))
+    page.get_by_role("button", name="Continue").click()
+
+
+def enrol(page: Page, axe_check, user, outbox_code, name: str = "Work laptop") -> None:
     page.goto("/account/passkeys/")
     expect(page.get_by_role("heading", name="PASSKEYS", exact=True)).to_be_visible()
     expect(page.get_by_text("You have no passkeys yet.")).to_be_visible()
     axe_check(page)
     page.get_by_role("link", name="Add a passkey").click()
+    verify_first(page, user, outbox_code, axe_check)
     expect(page.get_by_role("heading", name="ADD A PASSKEY")).to_be_visible()
     axe_check(page)
     page.get_by_label("Passkey name").fill(name)
@@ -84,10 +97,12 @@ def sign_out(page: Page) -> None:
     expect(page.get_by_role("button", name="LOGIN WITH PASSKEY")).to_be_visible()
 
 
-def test_enrol_a_passkey_then_sign_in_with_it(page, cdp, email_user, sign_in, axe_check):
+def test_enrol_a_passkey_then_sign_in_with_it(
+    page, cdp, email_user, sign_in, axe_check, outbox_code
+):
     add_authenticator(cdp)
     sign_in(page, email_user)
-    enrol(page, axe_check)
+    enrol(page, axe_check, email_user, outbox_code)
     passkey = Passkey.objects.get(user=email_user)
     assert passkey.name == "Work laptop"
     # Renamed from the list, then signed out and back in with the passkey alone.
@@ -104,10 +119,10 @@ def test_enrol_a_passkey_then_sign_in_with_it(page, cdp, email_user, sign_in, ax
     assert signin.detail["method"] == "passkey"
 
 
-def test_a_cloned_authenticator_is_refused(page, cdp, email_user, sign_in, axe_check):
+def test_a_cloned_authenticator_is_refused(page, cdp, email_user, sign_in, axe_check, outbox_code):
     original = add_authenticator(cdp)
     sign_in(page, email_user)
-    enrol(page, axe_check)
+    enrol(page, axe_check, email_user, outbox_code)
     sign_out(page)
     login_with_passkey(page)
     expect(page).to_have_url(HOME_URL)
@@ -131,10 +146,11 @@ def test_a_cloned_authenticator_is_refused(page, cdp, email_user, sign_in, axe_c
     assert event.detail["reason"] == "cloned-authenticator"
 
 
-def test_a_browser_without_passkeys_is_told_so(page, email_user, sign_in, axe_check):
+def test_a_browser_without_passkeys_is_told_so(page, email_user, sign_in, axe_check, outbox_code):
     page.add_init_script("delete window.PublicKeyCredential;")
     sign_in(page, email_user)
     page.goto("/account/passkeys/add/")
+    verify_first(page, email_user, outbox_code, axe_check)
     expect(page.get_by_text("This browser cannot create passkeys.")).to_be_visible()
     expect(page.get_by_role("button", name="Create passkey")).to_be_disabled()
     axe_check(page)

@@ -61,22 +61,22 @@ def login_with(credential_of, browser: Client | None = None):
 
 def test_a_replayed_registration_response_is_refused(me, email_user):
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 302
     Passkey.objects.all().delete()  # even with the credential gone, the challenge is used
-    # Posted again: this session's challenge was used up (and its pointer dropped) ...
-    assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 400
-    # ... and after the page gave out a new challenge, the old response does not match it.
-    steps.options(me.get(ADD))
+    # Posted again: the proof of the current factor was used up with the passkey ...
+    assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 403
+    # ... and after a new proof and a new challenge, the old response does not match it.
+    steps.options(steps.add_page(me))
     assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 400
     assert not Passkey.objects.exists()
-    assert refusals("passkey.enrol") == ["no-challenge", "wrong-challenge"]
+    assert refusals("passkey.enrol") == ["wrong-challenge"]
 
 
 def test_two_concurrent_registration_finishes_add_one_passkey(me, monkeypatch):
     """The second finish lands while the first is verifying: the challenge is used up."""
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     session_key = me.cookies[settings.SESSION_COOKIE_NAME].value
     original = ceremony.register
     inner: list[int] = []
@@ -108,7 +108,7 @@ def test_two_concurrent_registration_finishes_add_one_passkey(me, monkeypatch):
 )
 def test_a_registration_response_made_for_something_else_is_refused(me, create, reason):
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)), **create)
+    credential = device.create(steps.options(steps.add_page(me)), **create)
     response = me.post(ADD, {"name": "A", "credential": credential})
     assert response.status_code == 400
     assert "The passkey could not be added." in steps.page_text(response)
@@ -119,16 +119,16 @@ def test_a_registration_response_made_for_something_else_is_refused(me, create, 
 def test_another_sessions_registration_challenge_cannot_be_used(me, make_user):
     """A response to one user's challenge, posted in another user's session."""
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     other = steps.signed_in(Client(), make_user())
-    steps.options(other.get(ADD))
+    steps.options(steps.add_page(other))
     assert other.post(ADD, {"name": "A", "credential": credential}).status_code == 400
     assert not Passkey.objects.exists()
 
 
 def test_an_expired_registration_challenge_is_refused(me):
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     PasskeyChallenge.objects.update(expires_at="2000-01-01T00:00:00Z")
     assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 400
     assert refusals("passkey.enrol") == ["expired-challenge"]
@@ -136,7 +136,7 @@ def test_an_expired_registration_challenge_is_refused(me):
 
 def test_a_credential_already_enrolled_by_someone_else_is_refused(me, device, make_user):
     other = steps.signed_in(Client(), make_user())
-    credential = device.create(steps.options(other.get(ADD)))  # the same credential id
+    credential = device.create(steps.options(steps.add_page(other)))  # the same credential id
     assert other.post(ADD, {"name": "Mine", "credential": credential}).status_code == 400
     assert Passkey.objects.get().user_id != int(signed_in_as(other))
 
@@ -326,7 +326,7 @@ def test_a_signed_out_browser_cannot_touch_passkeys(device):
 def test_the_add_page_challenge_is_bound_to_the_session_pointer(me):
     """A challenge id can only come from this session: a posted one is ignored."""
     device = SoftAuthenticator()
-    credential = device.create(steps.options(me.get(ADD)))
+    credential = device.create(steps.options(steps.add_page(me)))
     session = me.session
     session.pop("caregate.passkeys.enrol")
     session.save()
