@@ -442,6 +442,8 @@ CAREGATE_PASSKEY_REAUTH_SECONDS = env_int("CAREGATE_PASSKEY_REAUTH_SECONDS", 600
 # The factor policy (caregate/factors/policy.py). "aal2": email is no second factor,
 # administrators need a phishing-resistant factor (passkey), staff a phishing-resistant
 # amr; "standard": only what the two lists below ask.
+from caregate.factors.policy_settings import policy_problems  # noqa: E402 (pure)
+
 CAREGATE_FACTOR_PROFILE = env_str("CAREGATE_FACTOR_PROFILE", "standard")
 # Factor keys, any one of which an organization administrator must have enrolled, or
 # "phishing-resistant"; empty: none (under "aal2": phishing-resistant).
@@ -452,6 +454,14 @@ CAREGATE_FACTOR_GRACE_DAYS = env_int("CAREGATE_FACTOR_GRACE_DAYS", 14)
 # ID-token amr values, any one of which a staff sign-in must show; empty: none (under
 # "aal2": phr, phrh or hwk, the phishing-resistant ones).
 CAREGATE_STAFF_REQUIRED_AMR = env_list("CAREGATE_STAFF_REQUIRED_AMR", [])
+_policy_problems = policy_problems(
+    profile=CAREGATE_FACTOR_PROFILE,
+    allowed=CAREGATE_SECOND_FACTORS,
+    admins=CAREGATE_FACTORS_REQUIRED_FOR_ADMINS,
+    grace_days=CAREGATE_FACTOR_GRACE_DAYS,
+)
+if _policy_problems:
+    raise ImproperlyConfigured("; ".join(_policy_problems))
 CAREGATE_RATE_LIMITS["factor-verify:account"] = (
     env_int("CAREGATE_FACTOR_VERIFY_LIMIT_PER_ACCOUNT", 10),
     900,

@@ -6,22 +6,26 @@ enrolment pages. Settings are overridden per test."""
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.core.exceptions import ImproperlyConfigured
+from django.template.loader import render_to_string
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
 from caregate.factors import policy
 from caregate.factors.policy_models import FactorPolicyGrace
+from caregate.factors.policy_settings import policy_problems
 from caregate.passkeys.models import Passkey
 from caregate.staff.identity import StaffRefused, staff_account
 from tests import passkey_steps
 from tests.conftest import PASSWORD
-from tests.factor_steps import app_code, give_app
+from tests.factor_steps import SETUP, app_code, give_app, open_setup
 from tests.phone_steps import EMAIL_CODE, EMAIL_CREDENTIALS, PHONE, email_login, phone_login, start
 
 pytestmark = pytest.mark.django_db
@@ -96,6 +100,44 @@ def test_the_requirement_is_for_administrators_only(aal2, make_user, make_staff)
     assert policy.requirement_for(make_user(is_org_admin=True)) == {"passkey"}
     assert policy.requirement_for(make_user()) == frozenset()
     assert policy.requirement_for(make_staff()) == frozenset()
+
+
+def test_settings_that_would_weaken_the_policy_stop_the_start() -> None:
+    def problems(**changes: Any) -> list[str]:
+        base: dict[str, Any] = {
+            "profile": "standard",
+            "allowed": ["email", "phone", "passkey"],
+            "admins": [],
+            "grace_days": 14,
+        }
+        return policy_problems(**{**base, **changes})
+
+    assert problems() == [] and problems(profile="aal2") == []
+    assert problems(profile="AAL2")  # a typo is not "standard"
+    assert problems(profile="aal2", allowed=["email", "phone"])
+    assert problems(admins=["phishing-resistant"], allowed=["phone"])
+    assert problems(admins=["passkeys"])
+    assert problems(admins=["authenticator-app"], allowed=["phone"])
+    assert problems(grace_days=-1)
+    with pytest.raises(ImproperlyConfigured), override_settings(CAREGATE_FACTOR_PROFILE="AAL2"):
+        policy.profile()
+
+
+def test_the_policy_costs_no_query_for_whom_it_does_not_apply(
+    aal2, rf, make_user, django_assert_num_queries
+) -> None:
+    user = make_user(mfa="phone")
+    admin = make_user(mfa="phone", is_org_admin=True)
+    request = rf.get("/home/")
+    request.user = user
+    with django_assert_num_queries(0):
+        assert policy.after_sign_in(request, user) is None
+        assert not policy.closed(request)
+    with override_settings(CAREGATE_FACTOR_PROFILE="standard"):
+        request.user = admin
+        with django_assert_num_queries(0):
+            assert policy.after_sign_in(request, admin) is None
+            assert not policy.closed(request)
 
 
 # --- aal2: email is no second factor ---------------------------------------------------
@@ -213,7 +255,9 @@ def test_past_the_grace_period_the_sign_in_ends_at_enrolment(aal2, client, admin
     assert client.get("/home/").url == REQUIRED
     assert client.get(PROMPT).url == REQUIRED
     assert client.get("/account/passkeys/").status_code == 200
-    assert client.get("/account/passkeys/add/").status_code == 200
+    # The add page (or its "verify your current factor first" step) is not closed.
+    add = client.get("/account/passkeys/add/")
+    assert add.status_code in (200, 403) and "ADD A PASSKEY" in text(add)
     assert events("factor-policy.page", "refused")
 
 
@@ -233,10 +277,14 @@ def test_enrolling_a_passkey_opens_the_portal(aal2, client, admin) -> None:
     assert client.get(PROMPT).url == "/home/"
 
 
-def test_the_enrolment_pages_explain_why_in_one_line(client, email_user) -> None:
+def test_the_enrolment_pages_explain_why_in_one_line(client, email_user, outbox_code) -> None:
     passkey_steps.signed_in(client, email_user)
-    assert WHY in text(client.get("/account/passkeys/add/"))
     assert "safer than a text message" in text(client.get("/account/passkeys/"))
+    request = client.get("/").wsgi_request
+    add = render_to_string("passkeys/add.html", {"options": {}}, request=request)
+    assert WHY in html.unescape(add)
+    open_setup(client, email_user, outbox_code)
+    assert "Safer still is a passkey" in text(client.get(SETUP))
 
 
 # --- the last required passkey ----------------------------------------------------------

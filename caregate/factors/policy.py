@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.urls import reverse
@@ -72,7 +73,10 @@ WHY_PASSKEY = (
 
 
 def profile() -> str:
-    return AAL2 if getattr(settings, "CAREGATE_FACTOR_PROFILE", STANDARD) == AAL2 else STANDARD
+    value = getattr(settings, "CAREGATE_FACTOR_PROFILE", STANDARD)
+    if value not in (STANDARD, AAL2):  # settings.py refuses to start with it too
+        raise ImproperlyConfigured(f"unknown CAREGATE_FACTOR_PROFILE {value!r}")
+    return value
 
 
 def allowed(key: str) -> bool:
