@@ -548,3 +548,20 @@ def test_a_remembered_session_ends_when_its_token_is_voided(client, phone_user):
     assert response.status_code == 302 and not is_signed_in(client)
     event = AuditEvent.objects.filter(event="session.timeout").latest("id")
     assert event.outcome == "remember-ended"
+
+
+def test_a_remembered_email_button_stops_skipping_when_aal2_turns_email_off(
+    client, email_user, settings
+):
+    """Remembered for LOGIN WITH EMAIL, then the deployment switches to the aal2 profile
+    (email is no second factor there): the token no longer skips the prompts."""
+    remembered(client, email_user, method="email")
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    assert not skips(client, "email")
+    assert uses()[-1] == "factor-off"
+
+
+def test_a_remembered_phone_button_still_skips_under_aal2(client, phone_user, settings):
+    remembered(client, phone_user)
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    assert skips(client, "phone")

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from caregate.accounts.terms import accept, needs_terms
 from caregate.audit.log import record
+from caregate.factors import policy
 from caregate.flows import keys
 from caregate.flows.email_login import EMAIL_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
@@ -72,6 +73,10 @@ def start_login(request: HttpRequest) -> HttpResponse:
         remember.forget(request, response)
         return response
     entry, reason = remember.recall(request, method)
+    if entry is not None and not policy.allowed(method):
+        # Remembered for a button whose factor the policy has since turned off (the aal2
+        # profile's email): the token no longer stands for a second factor.
+        entry, reason = None, "factor-off"
     if entry is None:
         if reason != "no-cookie":
             record("remember.use", reason, request=request, method=method)
