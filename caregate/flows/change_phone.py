@@ -1,9 +1,10 @@
 """Setup → My Account → Change phone number.
 
 The current second factor again (a code to the number on record, or for an email user a
-code to the account's email) → Country Code, Phone Number → Send Code or Call Me → the new
-number is saved, remembered browsers and the other sessions end, and the account's email
-address is told.
+code to the account's email; where the factor policy turned that factor off, the
+account's strongest allowed factor instead) → Country Code, Phone Number → Send Code or
+Call Me → the new number is saved, remembered browsers and the other sessions end, and
+the account's email address is told.
 
 Also the pieces both My Account changes share (this module and change_email): the stage
 that proves the current factor, the data a change starts with, the check that the
@@ -19,14 +20,20 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.crypto import constant_time_compare
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.factors import policy, recovery, registry
+from caregate.factors.models import AuthenticatorApp
+from caregate.factors.registry import SecondFactor
 from caregate.flows import keys
 from caregate.flows.engine import Advance, Flow, FlowState, Render, Restart, Result
 from caregate.flows.signin import active_user
 from caregate.flows.stages.email_code import EmailCode
+from caregate.flows.stages.factor_choice import TURNED_OFF
 from caregate.flows.stages.phone_challenge import PhoneChallenge
+from caregate.passkeys.models import Passkey
 from caregate.portal.notices import notify
 from caregate.security import sessions
 from caregate.verification.models import PhoneCall, RememberedBrowser
@@ -43,6 +50,15 @@ ACCOUNT_CHANGED = (
     "Your account changed while this page was open, so nothing was saved. Please start again."
 )
 SIGNED_IN_AGAIN = "You have signed in again since this change began. Please start again."
+NO_ALLOWED_FACTOR = (
+    "{factor} no longer counts as a second factor here, and your account has no authenticator "
+    "app or passkey to prove it is you, so nothing can be changed. Please call the help desk."
+)
+OWN_FACTOR_LABEL = {
+    User.MfaMethod.EMAIL: "An emailed code",
+    User.MfaMethod.PHONE: "A text message",
+}
+PASSKEY_HEADING = "Verify it is you with a passkey"
 NOTHING_CHANGED = "That is the number already on record for you, so nothing was changed."
 REMEMBERED_SESSION_ENDED = (
     "Remembered browsers were ended, including this one. Please sign in again with your password."
@@ -76,6 +92,49 @@ def start_data(user: User) -> dict[str, Any]:
     }
 
 
+# Factors never asked for instead of a turned-off one: recovery codes are the fallback of a
+# lost factor, and a printed sheet plus a session must not set up a new way in.
+FALLBACKS = frozenset({recovery.KEY})
+
+
+def own_factor_counts(method: object) -> bool:
+    """Whether the policy still lets the account's own factor (email or phone) prove it is
+    the user (caregate/factors/policy.py): settings only, no query."""
+    return policy.allowed(str(method))
+
+
+def proof_factor(user: User) -> SecondFactor | None:
+    """The strongest factor ``user`` has enrolled that the policy allows, recovery codes
+    aside: what a change asks for when the account's own factor no longer counts. Stops
+    at the first enrolled one (a query per factor looked at)."""
+    candidates = sorted(registry.registered(), key=lambda factor: -factor.strength)
+    for factor in candidates:
+        if factor.key not in FALLBACKS and policy.allowed(factor.key) and factor.enrolled(user):
+            return factor
+    return None
+
+
+def _proof_id(factor: SecondFactor, user: User, data: dict[str, Any]) -> int | None:
+    """The enrolled thing the factor's stage just verified: the passkey it named, or the
+    account's app row (a removed and re-added app is a new row: its proof does not count)."""
+    if factor.key == "passkey":
+        return data.get("passkey_id")
+    if factor.key == "authenticator-app":
+        return AuthenticatorApp.objects.filter(user=user).values_list("pk", flat=True).first()
+    return None
+
+
+def _still_enrolled(factor: SecondFactor, user: User, proof_id: object) -> bool:
+    if factor.key == "passkey":
+        return proof_id is not None and Passkey.objects.filter(pk=proof_id, user=user).exists()
+    if factor.key == "authenticator-app":
+        return (
+            proof_id is not None
+            and AuthenticatorApp.objects.filter(pk=proof_id, user=user).exists()
+        )
+    return factor.enrolled(user)
+
+
 @dataclass(frozen=True)
 class CurrentFactor:
     """Prove the second factor on record again: a code to the phone on record for a phone
@@ -85,6 +144,14 @@ class CurrentFactor:
     account's method when the change began (``current_method``), and both ways keep their
     state in this one namespace. The proof is kept as ``current_verified``, apart from the
     ``phone_verified`` / ``verified_email`` the new factor's stage writes.
+
+    Where the factor policy turned the account's own factor off (the "aal2" profile: email
+    is no second factor), the mailbox alone must not change the account's factors: the
+    stage runs the user's strongest allowed factor's own stage instead (the passkey, else
+    the authenticator app: the stage objects "Try another way" runs, see
+    caregate/factors/registry.py), re-chosen from the account at every request, and
+    refuses the change for a user without one. That proof names the factor and the very
+    passkey or app row (``current_factor_id``); owner() checks both again at the end.
     """
 
     purpose: str
@@ -110,12 +177,14 @@ class CurrentFactor:
 
     def handle(self, request: HttpRequest, state: FlowState) -> Result:
         method = state.data.get("current_method")
+        if method not in (User.MfaMethod.PHONE, User.MfaMethod.EMAIL):
+            return Restart(NOT_REGISTERED)
+        if not own_factor_counts(method):
+            return self._stronger(request, state, str(method))
         if method == User.MfaMethod.PHONE:
             delegate: PhoneChallenge | EmailCode = self.phone_stage
-        elif method == User.MfaMethod.EMAIL:
-            delegate = self.email_stage
         else:
-            return Restart(NOT_REGISTERED)
+            delegate = self.email_stage
         result = delegate.handle(request, state)
         if isinstance(result, Advance):
             return Advance({"current_verified": method})
@@ -123,9 +192,53 @@ class CurrentFactor:
             return replace(result, template=result.template or delegate.template)
         return result
 
+    def _stronger(self, request: HttpRequest, state: FlowState, method: str) -> Result:
+        """The account's own factor is off: its strongest allowed factor, or a refusal."""
+        user = active_user(state.data.get("user_id"))
+        if user is None or not request.user.is_authenticated or request.user.pk != user.pk:
+            return Restart(SIGNED_IN_AGAIN)
+        factor = proof_factor(user)
+        if factor is None:
+            record("account.change", "factor-off", request=request, user=user,
+                   flow=state.raw["flow"], channel=method)  # fmt: skip
+            label = TURNED_OFF.get(method, method)
+            return Restart(NO_ALLOWED_FACTOR.format(factor=label))
+        result = factor.stage.handle(request, state)
+        if isinstance(result, Render):
+            context = dict(result.context)
+            if "heading" in context:  # the passkey page's "Sign in with a passkey"
+                context["heading"] = PASSKEY_HEADING
+            return replace(
+                result, context=context, template=result.template or factor.stage.template
+            )
+        if not isinstance(result, Advance):
+            return result
+        # The factor stages verify the flow's own user; a stage naming anyone else is no
+        # proof for this account.
+        if result.data.get("user_id", user.pk) != user.pk:
+            record("account.change", "other-user", request=request, user=user,
+                   flow=state.raw["flow"], channel=factor.key)  # fmt: skip
+            return Restart(SIGNED_IN_AGAIN)
+        return Advance(
+            {
+                "current_verified": factor.key,
+                "current_factor_id": _proof_id(factor, user, result.data),
+            }
+        )
+
     def current_call(self, own: dict[str, Any]) -> PhoneCall | None:
         # The call-status poll of a phone user's current-number call.
         return self.phone_stage.current_call(own)
+
+
+def _stronger_proven(user: User, state: FlowState) -> bool:
+    """This instance proved the strongest allowed factor the account has now, and that very
+    passkey or app is still the account's (removed meanwhile, or a stronger one added: no)."""
+    factor = proof_factor(user)
+    proven = str(state.data.get("current_verified", ""))
+    if factor is None or not constant_time_compare(proven, factor.key):
+        return False
+    return _still_enrolled(factor, user, state.data.get("current_factor_id"))
 
 
 def owner(request: HttpRequest, state: FlowState) -> tuple[User | None, str]:
@@ -134,19 +247,25 @@ def owner(request: HttpRequest, state: FlowState) -> tuple[User | None, str]:
     The user signed in when the change began must still be the one signed in, still
     active, with the factors the change started from: a change begun in one session must
     never land on an account that signed in since, nor undo another change made meanwhile.
+    Where the policy no longer counts the account's own factor, the proof must be of the
+    account's strongest allowed factor as it is now (a policy switched on meanwhile makes
+    an emailed code's proof count for nothing).
     """
     user = active_user(state.data.get("user_id"))
+    method = state.data.get("current_method")
+    own_counts = own_factor_counts(method)  # settings only: no query for most users
     if (
         user is None
         or not request.user.is_authenticated
         or request.user.pk != user.pk
-        or state.data.get("current_verified") != state.data.get("current_method")
+        or (own_counts and state.data.get("current_verified") != method)
     ):
         return None, SIGNED_IN_AGAIN
     if (
         user.email != state.data.get("email")
         or user.phone_number != state.data.get("phone")
-        or user.usable_mfa_method != state.data.get("current_method")
+        or user.usable_mfa_method != method
+        or (not own_counts and not _stronger_proven(user, state))
     ):
         return None, ACCOUNT_CHANGED
     return user, ""
