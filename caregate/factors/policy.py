@@ -63,6 +63,9 @@ ENROLMENT_VIEWS = {
     "authenticator-app": ("factors:add-app",),
 }
 POLICY_VIEWS = ("factors:policy-required", "factors:policy-prompt", "factors:recovery-offer")
+# The My Account flows (their stages are served by the flow view, not a portal page) that
+# enrol a required factor; every other one is closed too (caregate/flows/views.py).
+ENROLMENT_FLOWS = {"passkey": ("add-passkey",), "authenticator-app": ("add-authenticator",)}
 
 # The one line each enrolment page shows (templates: factors/_why_passkey.html).
 WHY_PASSKEY = (
@@ -192,18 +195,23 @@ def open_views(required: Iterable[str]) -> set[str]:
     return {name for key in required for name in ENROLMENT_VIEWS.get(key, ())} | set(POLICY_VIEWS)
 
 
-def closed(request: HttpRequest) -> bool:
-    """Whether this portal page is closed to the signed-in user: an administrator past the
-    grace period without a required factor, on any page but enrolling one."""
+def closed(request: HttpRequest, *, flow: str = "") -> bool:
+    """Whether this portal page (or, with ``flow``, this My Account flow's stage) is closed
+    to the signed-in user: an administrator past the grace period without a required
+    factor, on any page but enrolling one."""
     user = request.user
     if not user.is_authenticated or not requirement_for(user):
         return False
     found = standing(user)
     if found is None or not found.overdue:
         return False
-    match = request.resolver_match
-    if match is not None and match.view_name in open_views(found.required):
-        return False
+    if flow:
+        if any(flow in ENROLMENT_FLOWS.get(key, ()) for key in found.required):
+            return False
+    else:
+        match = request.resolver_match
+        if match is not None and match.view_name in open_views(found.required):
+            return False
     record("factor-policy.page", "refused", request=request, user=user, path=request.path[:200])
     return True
 
@@ -227,10 +235,14 @@ def keeps_requirement(user: User, *, removing: str) -> bool:
 
 
 def staff_required_amr() -> frozenset[str]:
+    """The ``amr`` values any one of which a staff ID token must carry. Under aal2 only
+    phishing-resistant ones count: a configured list can narrow them, never widen them
+    (as the administrators' list keeps only phishing-resistant keys under aal2)."""
     listed = frozenset(getattr(settings, "CAREGATE_STAFF_REQUIRED_AMR", []) or [])
-    if listed:
-        return listed
-    return frozenset(PHISHING_RESISTANT_AMR) if profile() == AAL2 else frozenset()
+    if profile() == AAL2:
+        strong = frozenset(PHISHING_RESISTANT_AMR)
+        return (listed & strong) or strong
+    return listed
 
 
 def staff_amr_allowed(amr: Iterable[str]) -> bool:

@@ -10,6 +10,7 @@ PROFILES = ("standard", "aal2")
 # Registered factors that are phishing-resistant (caregate/passkeys/apps.py: "passkey").
 PHISHING_RESISTANT_KEYS = ("passkey",)
 KNOWN_KEYS = ("email", "phone", "authenticator-app", "recovery-code", "passkey")
+MAX_GRACE_DAYS = 365
 
 
 def policy_problems(
@@ -34,6 +35,8 @@ def policy_problems(
             "CAREGATE_FACTORS_REQUIRED_FOR_ADMINS names only factors CAREGATE_SECOND_FACTORS "
             "does not allow"
         )
-    if grace_days < 0:
-        problems.append("CAREGATE_FACTOR_GRACE_DAYS cannot be negative")
+    if not 0 <= grace_days <= MAX_GRACE_DAYS:
+        # A date past the calendar (days beyond datetime's range) would fail every
+        # administrator's sign-in; a grace of years is a requirement never applied.
+        problems.append(f"CAREGATE_FACTOR_GRACE_DAYS must be between 0 and {MAX_GRACE_DAYS}")
     return problems

@@ -18,7 +18,7 @@ from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.flows.engine import Flow, FlowState, Render, Result, Stage, When
 from caregate.flows.signin import active_user, sign_in
-from caregate.flows.stages.choose_method import ChooseMethod, chose_phone
+from caregate.flows.stages.choose_method import ChooseMethod, chose_phone, offered
 from caregate.flows.stages.credentials import Credentials
 from caregate.flows.stages.email_code import EmailCode
 from caregate.flows.stages.phone_challenge import PhoneChallenge
@@ -71,6 +71,10 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     """Record the MFA registration, then sign in (the Terms of Use come before home)."""
     user = active_user(state.data.get("user_id"))
     if user is None or user.is_operator_staff:  # staff MFA is the identity provider's
+        return MFA_REGISTRATION.restart(request, "Please start again.")
+    if state.data.get("method") not in offered():
+        # The policy turned this method off while the registration was under way.
+        record("mfa.registered", "factor-off", request=request, user=user, flow=NAME)
         return MFA_REGISTRATION.restart(request, "Please start again.")
     if state.data.get("method") == "phone":
         user.mfa_method = User.MfaMethod.PHONE

@@ -6,6 +6,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_http_methods
 
+from caregate.factors import policy
+from caregate.flows.change_phone import AccountFlow
 from caregate.flows.registry import FLOWS
 from caregate.flows.stages.phone_challenge import CALL_MESSAGES
 from caregate.verification import calls
@@ -17,6 +19,10 @@ def stage(request: HttpRequest, flow_name: str, stage_key: str) -> HttpResponse:
     flow = FLOWS.get(flow_name)
     if flow is None:
         raise Http404
+    if isinstance(flow, AccountFlow) and policy.closed(request, flow=flow_name):
+        # A My Account change begun before the factor policy's grace period ended: closed
+        # like every portal page (portal_page), except enrolling a required factor.
+        return redirect("factors:policy-required")
     return flow.dispatch(request, stage_key)
 
 

@@ -19,7 +19,7 @@ from caregate.factors.policy_models import FactorPolicyGrace
 from tests.conftest import PASSWORD
 from tests.passkey_steps import ADD, verify_for_passkey
 from tests.phone_steps import PHONE, is_signed_in, phone_login
-from tests.registration_steps import enroll, section1_login
+from tests.registration_steps import choose, create_password, section1_login, verify_email
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,12 @@ def test_mfa_registration_does_not_sign_in_with_email_under_aal2(client, make_us
     user = make_user(mfa="none")
     response = section1_login(client, user.username, PASSWORD)
     assert response.status_code == 302 and response.url == "/mfa-registration/method/"
-    enroll(client, "mfa-registration", "email", user.email)
+    page = client.get("/mfa-registration/method/").content.decode()
+    assert 'value="email"' not in page and 'value="phone"' in page
+    chosen = client.post("/mfa-registration/method/", {"method": "email"})  # forged
+    assert chosen.status_code == 200 and "Please select PHONE." in chosen.content.decode()
+    # The email code stage is not reached: the flow stays at LOGIN METHOD.
+    assert client.get("/mfa-registration/email-code/").url == "/mfa-registration/method/"
     assert not is_signed_in(client), "signed in with an emailed code as the second factor"
     user.refresh_from_db()
     assert user.mfa_method != User.MfaMethod.EMAIL
@@ -123,3 +128,21 @@ def test_remind_me_later_replayed_after_grace_is_refused(client, make_user) -> N
     for path in (PROMPT, PROMPT + "?later=1", "/home/?remind=later"):
         assert client.get(path).url == REQUIRED
         assert client.post(path).url == REQUIRED
+
+
+def test_email_chosen_before_the_switch_to_aal2_does_not_finish_after(
+    client, make_user, settings
+) -> None:
+    """EMAIL chosen while it was allowed; the deployment switches to aal2 before Create:
+    the registration restarts instead of signing in with the emailed code."""
+    settings.CAREGATE_FACTOR_PROFILE = "standard"
+    user = make_user(mfa="none")
+    section1_login(client, user.username, PASSWORD)
+    assert choose(client, "mfa-registration", "email").url == "/mfa-registration/email-code/"
+    verify_email(client, "mfa-registration", user.email)
+    settings.CAREGATE_FACTOR_PROFILE = "aal2"
+    response = create_password(client, "mfa-registration")
+    assert response.status_code == 302 and response.url != "/home/"
+    assert not is_signed_in(client)
+    user.refresh_from_db()
+    assert user.mfa_method == User.MfaMethod.NONE
