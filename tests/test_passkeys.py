@@ -122,7 +122,7 @@ def test_adding_needs_the_current_factor_first(me, email_user):
     """Even right after the sign-in: a session alone does not add a passkey."""
     response = me.get(ADD)
     assert response.status_code == 403
-    assert "we first send a code" in steps.page_text(response)
+    assert "we first check that it is you" in steps.page_text(response)
     assert me.post(ADD, {"name": "Laptop", "credential": "{}"}).status_code == 403
     assert not PasskeyChallenge.objects.exists()
     steps.verify_for_passkey(me)

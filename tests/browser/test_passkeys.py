@@ -57,7 +57,7 @@ def cdp(page: Page) -> Iterator[CDPSession]:
 
 def verify_first(page: Page, user, outbox_code, axe_check) -> None:
     """Add a passkey's first step: the code to the email on record (flows.ADD_PASSKEY)."""
-    expect(page.get_by_text("we first send a code")).to_be_visible()
+    expect(page.get_by_text("we first check that it is you")).to_be_visible()
     axe_check(page)
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_text("first verify your email address")).to_be_visible()
