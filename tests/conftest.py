@@ -25,6 +25,18 @@ def _dev_outbox_email(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _test_argon2_cost(request, settings) -> None:
+    """Argon2id at a test's cost (1 MiB, one pass): the suite hashes thousands of
+    passwords, and at the deployment's parameters (19 MiB, two passes, ~20 ms each) that
+    was a quarter of its CPU. The deployment's own parameters are tested where a test is
+    marked ``deployment_argon2`` (tests/test_settings.py), and measured by bench/; the
+    servers the suite starts as processes (tests/faults, test_two_processes) keep them."""
+    if request.node.get_closest_marker("deployment_argon2") is None:
+        settings.CAREGATE_ARGON2_MEMORY_KIB = 1024
+        settings.CAREGATE_ARGON2_TIME_COST = 1
+
+
+@pytest.fixture(autouse=True)
 def _clean_cache() -> None:
     """Rate-limit counters live in the cache: every test starts from zero."""
     cache.clear()

@@ -235,6 +235,7 @@ def test_registration_link_email_uses_the_public_base_url(make_user, settings):
 # --- password hashing -------------------------------------------------------------------
 
 
+@pytest.mark.deployment_argon2
 @pytest.mark.django_db
 def test_passwords_are_argon2id_with_owasp_parameters(email_user):
     encoded = email_user.password
@@ -245,6 +246,7 @@ def test_passwords_are_argon2id_with_owasp_parameters(email_user):
     assert PASSWORD not in encoded
 
 
+@pytest.mark.deployment_argon2
 def test_default_hasher_is_the_configured_argon2():
     assert get_hasher().algorithm == "argon2"
     assert make_password("x" * 12).startswith("argon2$argon2id$v=19$m=19456,t=2,p=1$")
@@ -261,6 +263,7 @@ def email_sign_in(client, email: str, password: str = PASSWORD):
     return client.post("/email-login/credentials/", {"email": email, "password": password})
 
 
+@pytest.mark.deployment_argon2
 @pytest.mark.django_db
 def test_raised_parameters_rehash_at_the_next_sign_in(client, email_user, settings):
     settings.CAREGATE_ARGON2_MEMORY_KIB = 24576
@@ -270,6 +273,7 @@ def test_raised_parameters_rehash_at_the_next_sign_in(client, email_user, settin
     assert email_user.password.startswith("argon2$argon2id$v=19$m=24576,t=2,p=1$")
 
 
+@pytest.mark.deployment_argon2
 @pytest.mark.django_db
 def test_legacy_pbkdf2_hash_is_upgraded_at_sign_in(client, make_user):
     user = make_user()
