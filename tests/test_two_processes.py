@@ -113,9 +113,10 @@ def wait_ready(base: str, deployment: Deployment) -> None:
             log.read_text() for log in deployment.logs
         )
         try:
-            if requests.get(f"{base}/readyz", timeout=2).status_code == 200:
+            # The first request loads Django: on a busy machine it may take a while.
+            if requests.get(f"{base}/readyz", timeout=10).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.3)
     raise AssertionError(

@@ -333,4 +333,7 @@ def test_one_passkey_assertion_posted_twice_at_once_makes_codes_once(settings, m
     for thread in threads:
         thread.join(30)
     shown = [r for r in responses if r.status_code == 200 and codes_on(r)]
-    assert len(responses) == 2 and len(shown) == 1
+    # At most one: the assertion's challenge is used up by the first, and the engine's
+    # compare-and-set may end the other attempt too (both refused is safe; two sets never).
+    assert len(responses) == 2 and len(shown) <= 1
+    assert RecoveryCode.objects.filter(user=user).count() == 10 * len(shown)
