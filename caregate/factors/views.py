@@ -22,6 +22,7 @@ from caregate.factors.models import AuthenticatorApp
 from caregate.flows.change_phone import MY_ACCOUNT, NOT_REGISTERED, start_data
 from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm
+from caregate.portal.my_account import posted_id
 
 APP_REMOVED = "Your authenticator app was removed. Its codes no longer sign you in."
 OFFER_GONE = "That page can no longer show recovery codes. Create new ones under Sign-in methods."
@@ -35,13 +36,6 @@ def _may_add_factors(request: HttpRequest) -> bool:
         messages.error(request, NOT_REGISTERED)
         return False
     return True
-
-
-def _posted_id(request: HttpRequest) -> int:
-    raw = request.POST.get("id", "")
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise Http404
-    return int(raw)
 
 
 @require_POST
@@ -69,9 +63,7 @@ def start_add_app(request: HttpRequest) -> HttpResponse:
 @portal_page
 def remove_app(request: HttpRequest) -> HttpResponse:
     """Remove the signed-in user's app. Another user's id finds nothing: 404."""
-    deleted, _ = AuthenticatorApp.objects.filter(
-        user=request.user, pk=_posted_id(request)
-    ).delete()
+    deleted, _ = AuthenticatorApp.objects.filter(user=request.user, pk=posted_id(request)).delete()
     if not deleted:
         raise Http404
     notices.authenticator_removed(request, request.user)

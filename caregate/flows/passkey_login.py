@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
+from caregate.factors import registry
 from caregate.flows.engine import Flow, FlowState
 from caregate.flows.signin import active_user, sign_in
 from caregate.flows.stages.passkey import PasskeyAssertion
@@ -20,6 +21,12 @@ from caregate.passkeys.models import Passkey
 
 NAME = "passkey-login"
 METHOD = "passkey"
+
+
+def offered() -> bool:
+    """LOGIN WITH PASSKEY: turned on, and passkeys allowed at all (a deployment that took
+    "passkey" out of its factors must not keep signing people in with one)."""
+    return bool(settings.CAREGATE_PASSKEY_LOGIN) and registry.allowed(METHOD)
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
@@ -32,7 +39,7 @@ def finish(request: HttpRequest, state: FlowState) -> HttpResponse:
     )
     if user is None or not still_enrolled:
         return PASSKEY_LOGIN.restart(request, "Please sign in again.")
-    if not (settings.CAREGATE_PASSKEY_LOGIN and "passkey" in settings.CAREGATE_SECOND_FACTORS):
+    if not offered():
         # Turned off while this sign-in was under way.
         return PASSKEY_LOGIN.restart(request, "Please sign in with another LOGIN button.")
     if user.is_operator_staff or user.usable_mfa_method == User.MfaMethod.NONE:

@@ -21,7 +21,8 @@ from django.views.decorators.http import require_POST
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.factors import policy
+from caregate.factors import policy, registry
+from caregate.flows import passkey_login
 from caregate.flows.change_phone import NOT_REGISTERED, start_data
 from caregate.flows.passkey_login import PASSKEY_LOGIN
 from caregate.passkeys import ceremony, flows
@@ -63,13 +64,7 @@ def _own(request: HttpRequest, passkey_id: int) -> Passkey:
 
 def allowed() -> bool:
     """Whether the deployment offers passkeys (CAREGATE_SECOND_FACTORS)."""
-    return "passkey" in settings.CAREGATE_SECOND_FACTORS
-
-
-def login_offered() -> bool:
-    """LOGIN WITH PASSKEY: turned on, and passkeys allowed at all (a deployment that took
-    "passkey" out of its factors must not keep signing people in with one)."""
-    return bool(settings.CAREGATE_PASSKEY_LOGIN) and allowed()
+    return registry.allowed("passkey")
 
 
 @portal_page
@@ -226,7 +221,7 @@ def remove(request: HttpRequest, passkey_id: int) -> HttpResponse:
 @require_POST
 def start_login(request: HttpRequest) -> HttpResponse:
     """LOGIN WITH PASSKEY: only where the deployment turned it on."""
-    if not login_offered():
+    if not passkey_login.offered():
         raise Http404
     if request.user.is_authenticated:
         return redirect("portal:home")

@@ -186,7 +186,9 @@ def start_change(request: HttpRequest, what: str) -> HttpResponse:
     return flow.start(request, **start_data(request.user))
 
 
-def _posted_id(request: HttpRequest) -> int:
+def posted_id(request: HttpRequest) -> int:
+    """The row id a My Account form posts (an integer, else 404): ids are looked up only
+    among the signed-in user's own rows, so an edited one finds nothing."""
     raw = request.POST.get("id", "")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise Http404
@@ -198,7 +200,7 @@ def _posted_id(request: HttpRequest) -> int:
 def end_session(request: HttpRequest) -> HttpResponse:
     """End one other session of the signed-in user. Another user's id, or this session's
     own (Sign out ends that), finds nothing: 404 and nothing ended."""
-    session_id = _posted_id(request)
+    session_id = posted_id(request)
     mine = SignedInSession.objects.filter(user=request.user, pk=session_id).exclude(
         session_key=request.session.session_key or ""
     )
@@ -215,7 +217,7 @@ def end_browser(request: HttpRequest) -> HttpResponse:
     """End one remembered browser of the signed-in user; sessions created from it end at
     their next request (the middleware checks their token). Another user's id: 404."""
     deleted, _ = RememberedBrowser.objects.filter(
-        user=request.user, pk=_posted_id(request)
+        user=request.user, pk=posted_id(request)
     ).delete()
     if not deleted:
         raise Http404

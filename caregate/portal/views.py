@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -13,7 +12,7 @@ from django.views.decorators.http import require_POST
 from caregate.accounts.terms import accept, needs_terms
 from caregate.audit.log import record
 from caregate.factors import policy
-from caregate.flows import keys
+from caregate.flows import keys, passkey_login
 from caregate.flows.email_login import EMAIL_LOGIN
 from caregate.flows.phone_login import PHONE_LOGIN
 from caregate.flows.signin import sign_in
@@ -46,8 +45,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
             "form": LoginOptionsForm(),
             "remember_me_checked": remembered,
             # LOGIN WITH PASSKEY (issue #11), where the deployment turned it on.
-            "passkey_login": settings.CAREGATE_PASSKEY_LOGIN
-            and "passkey" in settings.CAREGATE_SECOND_FACTORS,
+            "passkey_login": passkey_login.offered(),
         },
     )
     if not remembered:
