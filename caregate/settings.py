@@ -133,7 +133,7 @@ CAREGATE_ALLOW_LOCAL_CACHE = env_bool("CAREGATE_ALLOW_LOCAL_CACHE", False)
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "caregate.ops.redis_cache.RedisCache",  # Django's, one client per pool
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env_str("CAREGATE_CACHE_PREFIX", "caregate"),
             # A hung Redis must fail a request in about a second (the outage page, rate

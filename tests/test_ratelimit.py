@@ -144,7 +144,7 @@ def test_no_raw_email_or_ip_in_the_stored_cache_keys(limits, frozen):
 
 
 def test_counters_live_in_redis(settings, limits):
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "caregate.ops.redis_cache.RedisCache"
     assert isinstance(caches["default"], RedisCache)
     ratelimit.hit("test:three", "shared", now=NOW)
     ratelimit.hit("test:three", "shared", now=NOW)
@@ -158,7 +158,7 @@ def test_counters_live_in_redis(settings, limits):
 
 def test_two_cache_connections_share_counters(settings, limits):
     """Two app processes each build their own cache client from the same settings."""
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "caregate.ops.redis_cache.RedisCache"
     config = settings.CACHES["default"]
     params = {k: v for k, v in config.items() if k not in {"BACKEND", "LOCATION"}}
     first = RedisCache(config["LOCATION"], params)
@@ -185,7 +185,7 @@ print(",".join(str(ratelimit.hit("signin:account", "victim@example.com", now={no
 
 def test_a_separate_process_shares_counters(settings):
     """A real second Python process, configured like an app server, sees our hits."""
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "caregate.ops.redis_cache.RedisCache"
     settings.CAREGATE_RATE_LIMITS = {**settings.CAREGATE_RATE_LIMITS, "signin:account": (3, 900)}
     assert ratelimit.hit("signin:account", "victim@example.com", now=NOW)
     assert ratelimit.hit("signin:account", "victim@example.com", now=NOW)

@@ -52,7 +52,7 @@ def break_the_cache(settings) -> None:
     """From now on every use of the cache (sessions too) goes to a Redis not there."""
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "caregate.ops.redis_cache.RedisCache",
             "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
         }
     }
