@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import F
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from caregate import rowsql
 from caregate.flows import keys
 from caregate.flows.models import FlowInstance
 
@@ -255,16 +255,23 @@ class Flow:
         pointer = self._pointer(request)
         if not pointer:
             return None
-        row = FlowInstance.objects.filter(pk=pointer, flow=self.name).first()
-        return FlowState(row.state, row.revision) if row is not None else None
+        # By hand-written SQL (caregate.rowsql): nearly every request of a sign-in reads
+        # its flow row, and building the query through the ORM cost 7x running it.
+        row = rowsql.select_one(
+            FlowInstance, ("state", "revision"), {"id": pointer, "flow": self.name}
+        )
+        return FlowState(row["state"], row["revision"]) if row is not None else None
 
     def save(self, request: HttpRequest, state: FlowState) -> None:
         """Write the state if this request changed it; raise StaleState if another
         request wrote it first (compare-and-set on the revision: never overwrite)."""
         if not state.changed():
             return
-        written = FlowInstance.objects.filter(pk=state.id, revision=state.revision).update(
-            state=state.raw, revision=F("revision") + 1
+        written = rowsql.update(
+            FlowInstance,
+            {"state": state.raw},
+            {"id": state.id, "revision": state.revision},
+            increment="revision",
         )
         if not written:
             raise StaleState
@@ -273,7 +280,7 @@ class Flow:
     def finish(self, request: HttpRequest, state: FlowState) -> None:
         """Delete the instance, only if it is still the revision this request read: of
         two concurrent last steps, exactly one finishes the flow."""
-        deleted, _ = FlowInstance.objects.filter(pk=state.id, revision=state.revision).delete()
+        deleted = rowsql.delete(FlowInstance, {"id": state.id, "revision": state.revision})
         self._point(request, None)
         if not deleted:
             raise StaleState
@@ -282,7 +289,7 @@ class Flow:
         """Forget this session's instance of the flow (Cancel, restart, a new start)."""
         pointer = self._pointer(request)
         if pointer:
-            FlowInstance.objects.filter(pk=pointer, flow=self.name).delete()
+            rowsql.delete(FlowInstance, {"id": pointer, "flow": self.name})
         self._point(request, None)
 
     # -- entry points --
