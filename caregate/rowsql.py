@@ -107,6 +107,20 @@ def select_one(
     return values
 
 
+def insert(model: type[models.Model], values: dict[str, Any]) -> None:
+    """``INSERT INTO ... (<fields>) VALUES (...)``: every column given (no defaults are
+    filled in here); a duplicate primary key raises IntegrityError as the ORM's would."""
+    connection = _connection(model, write=True)
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in values]
+    params = [f.get_db_prep_save(values[f.name], connection) for f in fields]
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params)
+
+
 def update(
     model: type[models.Model],
     values: dict[str, Any],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.sessions.models import Session
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -179,3 +179,14 @@ def test_the_sqlite_default_reads_and_writes_the_same(tmp_path):
         check=False,
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_insert_writes_the_row_the_orm_reads_and_refuses_a_duplicate_key():
+    expires = timezone.now() + timedelta(minutes=5)
+    values = {"id": "new-1", "flow": "f", "revision": 0, "state": STATE, "expires_at": expires}
+    rowsql.insert(FlowInstance, values)
+    row = FlowInstance.objects.get(pk="new-1")
+    assert (row.state, row.revision, row.expires_at) == (STATE, 0, expires)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rowsql.insert(FlowInstance, {**values, "state": {"taken": "over"}})
+    assert FlowInstance.objects.get(pk="new-1").state == STATE

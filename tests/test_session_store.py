@@ -8,9 +8,11 @@ from importlib import import_module
 from unittest import mock
 
 import pytest
-from django.contrib.sessions.backends.base import CreateError
+from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.models import Session
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from caregate.security import session_store, session_store_db
 
@@ -38,12 +40,33 @@ def test_cycle_key_rotates_and_writes_the_new_row_once(store_class):
     assert not Session.objects.filter(session_key=old).exists(), "the old key ends at once"
     assert not store_class().exists(old)
     store["who"] = "signed in"
-    with mock.patch.object(Session, "save", autospec=True, side_effect=Session.save) as writes:
+    with CaptureQueriesContext(connection) as statements:
         store.save()
-    assert writes.call_count == 1 and writes.call_args.kwargs["force_insert"] is True
+    writes = [q["sql"] for q in statements.captured_queries if "django_session" in q["sql"]]
+    assert len(writes) == 1 and writes[0].startswith("INSERT"), writes
     assert store_class(session_key=new)["who"] == "signed in"
-    store.save()  # later saves of the same session update its row
+    store["who"] = "later"
+    with CaptureQueriesContext(connection) as statements:
+        store.save()  # later saves of the same session update its row
+    writes = [q["sql"] for q in statements.captured_queries if "django_session" in q["sql"]]
+    assert len(writes) == 1 and writes[0].startswith("UPDATE"), writes
     assert Session.objects.filter(session_key=new).count() == 1
+    cache.clear()
+    assert store_class(session_key=new)["who"] == "later"
+
+
+@pytest.mark.parametrize("store_class", STORES)
+def test_saving_a_session_whose_row_is_gone_is_refused(store_class):
+    """Signed out elsewhere (the row deleted) while this request ran: its save must not
+    bring the row back (Django's UpdateError, which the middleware turns into a 400)."""
+    store = store_class()
+    store["who"] = "signed in"
+    store.save()
+    Session.objects.filter(session_key=store.session_key).delete()
+    store["who"] = "still here?"
+    with pytest.raises(UpdateError):
+        store.save()
+    assert not Session.objects.filter(session_key=store.session_key).exists()
 
 
 @pytest.mark.parametrize("store_class", STORES)

@@ -299,11 +299,15 @@ class Flow:
         _drop_expired_instances()
         state = FlowState.new(self.name, settings.CAREGATE_FLOW_TIMEOUT_SECONDS, data)
         state.raw["reached"] = self._next_index(state, 0)
-        FlowInstance.objects.create(
-            id=state.id,
-            flow=self.name,
-            state=state.raw,
-            expires_at=datetime.fromtimestamp(state.raw["expires_at"], tz=UTC),
+        rowsql.insert(
+            FlowInstance,
+            {
+                "id": state.id,
+                "flow": self.name,
+                "revision": 0,
+                "state": state.raw,
+                "expires_at": datetime.fromtimestamp(state.raw["expires_at"], tz=UTC),
+            },
         )
         self._point(request, state.id)
         return redirect(self.url(self.stages[state.reached].key))

@@ -85,17 +85,37 @@ class LeanDatabaseStore(db.SessionStore):
             if connections[using].in_atomic_block:
                 # Inside a caller's transaction: a refused insert must not break it.
                 with transaction.atomic(using=using):
-                    obj.save(force_insert=must_create, force_update=not must_create, using=using)
+                    written = self._store(obj, must_create)
             else:
-                obj.save(force_insert=must_create, force_update=not must_create, using=using)
+                written = self._store(obj, must_create)
         except IntegrityError as exc:
             if must_create:
                 raise CreateError from exc
             raise
-        except DatabaseError as exc:
+        except DatabaseError as exc:  # as Django's store does
             if not must_create:
                 raise UpdateError from exc
             raise
+        if not written:
+            # Django's "forced update did not affect any rows": the row is gone (signed
+            # out elsewhere, expired and cleared); SessionMiddleware answers that.
+            raise UpdateError
+
+    def _store(self, obj: Session, must_create: bool) -> bool:
+        """The row's single INSERT (a new key) or UPDATE (by key); whether a row was
+        written. Through caregate.rowsql: the same statement, without the ORM's save()."""
+        if must_create:
+            rowsql.insert(
+                self.model,
+                {
+                    "session_key": obj.session_key,
+                    "session_data": obj.session_data,
+                    "expire_date": obj.expire_date,
+                },
+            )
+            return True
+        values = {"session_data": obj.session_data, "expire_date": obj.expire_date}
+        return rowsql.update(self.model, values, {"session_key": obj.session_key}) == 1
 
     def delete(self, session_key: str | None = None) -> None:
         if session_key is None:
