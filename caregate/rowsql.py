@@ -48,11 +48,23 @@ def _select(
 
 
 def _condition(model: type[models.Model], quote: Callable[[str], str], spec: str) -> str:
-    """``"name"`` is ``name = %s``; ``"name >"`` (or <, <=, >=) uses that operator."""
+    """``"name"`` is ``name = %s``; ``"name >"`` (or <, <=, >=) uses that operator;
+    ``"name is null"`` takes no parameter (its value in ``where`` is ignored)."""
     name, _, operator = spec.partition(" ")
+    column = quote(model._meta.get_field(name).column)
+    if operator == "is null":
+        return f"{column} IS NULL"
     if operator not in ("", ">", "<", ">=", "<="):
         raise ValueError(f"unsupported condition {spec!r}")
-    return f"{quote(model._meta.get_field(name).column)} {operator or '='} %s"
+    return f"{column} {operator or '='} %s"
+
+
+def _params(connection: Any, model: type[models.Model], where: dict[str, Any]) -> list[Any]:
+    return [
+        _param(connection, model, spec.partition(" ")[0], value)
+        for spec, value in where.items()
+        if not spec.endswith(" is null")
+    ]
 
 
 def _converters(connection: Any, field: models.Field) -> list[Converter]:
@@ -90,7 +102,7 @@ def select_one(
     columns = tuple(columns)
     specs = tuple(where)
     sql = _select(model, connection.vendor, columns, specs)
-    params = [_param(connection, model, spec.partition(" ")[0], where[spec]) for spec in specs]
+    params = _params(connection, model, where)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -105,6 +117,19 @@ def select_one(
             value = convert(value, column, connection)
         values[name] = value
     return values
+
+
+def exists(model: type[models.Model], where: dict[str, Any]) -> bool:
+    """Whether a row of ``model`` matches ``where`` (``SELECT 1 ... LIMIT 1``)."""
+    connection = _connection(model, write=False)
+    quote = connection.ops.quote_name
+    conditions = " AND ".join(_condition(model, quote, spec) for spec in where)
+    table = quote(model._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE {conditions} LIMIT 1", _params(connection, model, where)
+        )
+        return cursor.fetchone() is not None
 
 
 def insert(model: type[models.Model], values: dict[str, Any]) -> None:
@@ -138,7 +163,7 @@ def update(
         column = quote(model._meta.get_field(increment).column)
         assignments.append(f"{column} = {column} + 1")
     conditions = " AND ".join(_condition(model, quote, spec) for spec in where)
-    params += [_param(connection, model, spec.partition(" ")[0], where[spec]) for spec in where]
+    params += _params(connection, model, where)
     sql = f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} WHERE {conditions}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -151,7 +176,7 @@ def delete(model: type[models.Model], where: dict[str, Any]) -> int:
     connection = _connection(model, write=True)
     quote = connection.ops.quote_name
     conditions = " AND ".join(_condition(model, quote, spec) for spec in where)
-    params = [_param(connection, model, spec.partition(" ")[0], where[spec]) for spec in where]
+    params = _params(connection, model, where)
     with connection.cursor() as cursor:
         table = quote(model._meta.db_table)
         cursor.execute(f"DELETE FROM {table} WHERE {conditions}", params)

@@ -190,3 +190,19 @@ def test_insert_writes_the_row_the_orm_reads_and_refuses_a_duplicate_key():
     with pytest.raises(IntegrityError), transaction.atomic():
         rowsql.insert(FlowInstance, {**values, "state": {"taken": "over"}})
     assert FlowInstance.objects.get(pk="new-1").state == STATE
+
+
+def test_exists_and_is_null(make_user):
+    from caregate.factors.models import RecoveryCode
+
+    user = make_user()
+    other = make_user()
+    unused = {"user": user.pk, "used_at is null": None}
+    assert rowsql.exists(RecoveryCode, unused) is False
+    RecoveryCode.objects.create(user=user, code_hash="h1", used_at=timezone.now())
+    RecoveryCode.objects.create(user=other, code_hash="h2")
+    assert rowsql.exists(RecoveryCode, {"user": user.pk}) is True
+    assert rowsql.exists(RecoveryCode, unused) is False, "a used code is not a live one"
+    RecoveryCode.objects.create(user=user, code_hash="h3")
+    assert rowsql.exists(RecoveryCode, unused) is True
+    assert rowsql.exists(RecoveryCode, {"user": None}) is False

@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from caregate import rowsql
 from caregate.accounts.models import User
 from caregate.factors import registry
 from caregate.factors.models import RecoveryCode
@@ -84,9 +85,9 @@ def remaining(user: object) -> int:
 
 
 def enrolled(user: object) -> bool:
-    return RecoveryCode.objects.filter(
-        user_id=getattr(user, "pk", None), used_at__isnull=True
-    ).exists()
+    # Asked at every password step (for "Try another way"): SQL written once, see rowsql.
+    where = {"user": getattr(user, "pk", None), "used_at is null": None}
+    return rowsql.exists(RecoveryCode, where)
 
 
 def offer_after_enrolment(request: HttpRequest, user: User) -> str | None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from caregate import rowsql
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.passkeys.models import Passkey, PasskeyChallenge, PasskeyUser
 
 
 def has_passkey(user: User) -> bool:
-    return Passkey.objects.filter(user=user).exists()
+    # Asked at every password step (for "Try another way"): SQL written once, see rowsql.
+    return rowsql.exists(Passkey, {"user": user.pk})
 
 
 def remove_all(sender: Any, *, user: User, **kwargs: Any) -> None:
