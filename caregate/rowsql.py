@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connections, models, router
 
 Converter = Callable[[Any, Any, Any], Any]
+M = TypeVar("M", bound=models.Model)
 
 
 def _connection(model: type[models.Model], *, write: bool) -> Any:
@@ -49,11 +50,16 @@ def _select(
 
 def _condition(model: type[models.Model], quote: Callable[[str], str], spec: str) -> str:
     """``"name"`` is ``name = %s``; ``"name >"`` (or <, <=, >=) uses that operator;
-    ``"name is null"`` takes no parameter (its value in ``where`` is ignored)."""
+    ``"name lower"`` is ``LOWER(name) = %s``; ``"name is null"`` takes no parameter (its
+    value in ``where`` is ignored)."""
     name, _, operator = spec.partition(" ")
     column = quote(model._meta.get_field(name).column)
     if operator == "is null":
         return f"{column} IS NULL"
+    if operator == "lower":
+        # LOWER(col) = %s: the form a lower(col) expression index serves (the value is
+        # expected in lower case already).
+        return f"LOWER({column}) = %s"
     if operator not in ("", ">", "<", ">=", "<="):
         raise ValueError(f"unsupported condition {spec!r}")
     return f"{column} {operator or '='} %s"
@@ -117,6 +123,16 @@ def select_one(
             value = convert(value, column, connection)
         values[name] = value
     return values
+
+
+def get(model: type[M], where: dict[str, Any]) -> M | None:
+    """The model instance matching ``where`` (every concrete field loaded, as
+    ``QuerySet.first()`` without an ordering would give it), or None."""
+    names = tuple(f.attname for f in model._meta.concrete_fields)
+    row = select_one(model, names, where)
+    if row is None:
+        return None
+    return model.from_db(_connection(model, write=False).alias, list(names), list(row.values()))
 
 
 def exists(model: type[models.Model], where: dict[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from caregate import rowsql
+from caregate.accounts.models import User
 from caregate.flows.models import FlowInstance
 from tests.test_settings import clean_env
 
@@ -145,6 +146,7 @@ call_command("migrate", verbosity=0)
 from datetime import UTC, datetime, timedelta
 from django.contrib.sessions.models import Session
 from caregate import rowsql
+from caregate.accounts.models import User
 from caregate.flows.models import FlowInstance
 state = json.loads({state!r})
 expires = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -163,6 +165,8 @@ def unexpired(at):
     return rowsql.select_one(Session, ("expire_date",), where)
 assert unexpired(now) == {{"expire_date": expires}}, unexpired(now)
 assert unexpired(datetime(2032, 1, 1, tzinfo=UTC)) is None
+instance = rowsql.get(FlowInstance, {{"id": "i"}})
+assert instance == FlowInstance.objects.get(pk="i") and instance.expires_at == expires
 assert rowsql.delete(FlowInstance, {{"id": "i"}}) == 1
 print("ok")
 """
@@ -206,3 +210,18 @@ def test_exists_and_is_null(make_user):
     RecoveryCode.objects.create(user=user, code_hash="h3")
     assert rowsql.exists(RecoveryCode, unused) is True
     assert rowsql.exists(RecoveryCode, {"user": None}) is False
+
+
+def test_get_builds_the_instance_the_orm_would(make_user):
+    user = make_user(username="Row.Reader", email="row.reader@clinic.example")
+    got = rowsql.get(User, {"email lower": "row.reader@clinic.example"})
+    orm = User.objects.get(pk=user.pk)
+    assert got == orm and not got._state.adding and got._state.db == "default"
+    for field in User._meta.concrete_fields:
+        assert getattr(got, field.attname) == getattr(orm, field.attname), field.name
+    assert got.organization == orm.organization  # the foreign key is loaded lazily, as usual
+    assert rowsql.get(User, {"username lower": "row.reader"}) == orm
+    assert rowsql.get(User, {"username lower": "Row.Reader"}) is None, (
+        "the value is lowered by the caller"
+    )
+    assert rowsql.get(User, {"id": user.pk, "is_active": False}) is None

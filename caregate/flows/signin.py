@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 from django.utils.crypto import constant_time_compare
 from django.utils.timezone import localtime
 
+from caregate import rowsql
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.delivery.email import describe_seconds
@@ -111,7 +112,7 @@ def active_user(user_id: int | None) -> User | None:
     """Re-read the user at the end of a flow: they may have been disabled meanwhile."""
     if user_id is None:
         return None
-    return User.objects.filter(pk=user_id, is_active=True).first()
+    return rowsql.get(User, {"id": user_id, "is_active": True})  # see rowsql: every sign-in
 
 
 def require_mfa_method(expected: str) -> UserCheck:
