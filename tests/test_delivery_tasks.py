@@ -12,7 +12,9 @@ from datetime import timedelta
 
 import pytest
 import responses
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tasks.signals import task_enqueued
 from django_tasks_db.management.commands.db_worker import Worker
@@ -233,6 +235,22 @@ def test_database_backend_request_enqueues_and_the_worker_sends(
     assert SENT in words(client.get(EMAIL_CODE))
     verified = client.post(EMAIL_CODE, {"action": "verify", "code": code})
     assert "E-mail address verified" in words(verified)
+
+
+def test_the_send_page_shows_the_delivery_just_queued_without_reading_it_back(
+    client, email_user, database_backend
+):
+    to_email_code(client, email_user)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.post(EMAIL_CODE, {"action": "send"})
+    assert SENDING in words(page)
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert not [sql for sql in reads if 'FROM "delivery_delivery"' in sql], reads
+    # A later page (the same browser, the worker not run yet) reads the row again.
+    with CaptureQueriesContext(connection) as queries:
+        again = client.get(EMAIL_CODE)
+    assert SENDING in words(again)
+    assert any('FROM "delivery_delivery"' in q["sql"] for q in queries.captured_queries)
 
 
 def test_database_backend_retries_with_backoff_then_fails_and_the_page_shows_it(

@@ -180,8 +180,9 @@ PHONE_LOGIN = {
     "credentials GET": (1, 0, 1),
     "credentials POST": (9, 0, 2),
     "phone GET": (1, 0, 1),
-    # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert
-    "send SMS": (14, 0, 2),
+    # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert;
+    # 14: the page's delivery state is the row just queued (not read back)
+    "send SMS": (13, 0, 2),
     "verify SMS code": (22, 1, 4),
     "home GET": (5, 0, 1),
 }

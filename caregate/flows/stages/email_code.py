@@ -185,9 +185,10 @@ class EmailCode:
         # Followed on the page until sent (an email once sent stays sent: no query then).
         own["delivery"] = delivery.pk if delivery is not None and word != tasks.SENT else None
         record_step(request, state, "code.send", self.send_outcome(state, word), channel="email")
-        # The countdown is the code just issued: no need to read it back.
+        # The countdown is the code just issued, and the delivery the one just queued: no
+        # need to read either back.
         info = self.resent_message if again else self.sent_message
-        return self._render(state, own, info=info, current=issued.record)
+        return self._render(state, own, info=info, current=issued.record, delivery=delivery)
 
     def _verify(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         if own.get("verified"):
@@ -237,15 +238,17 @@ class EmailCode:
             send_before=issued.record.expires_at,
         )
 
-    def delivery_status(self, state: FlowState) -> tuple[str, str]:
-        """The code email's delivery: (sending | trying | sent | failed, what to say)."""
+    def delivery_status(self, state: FlowState, known: Delivery | None = None) -> tuple[str, str]:
+        """The code email's delivery: (sending | trying | sent | failed, what to say).
+        ``known``: the row this request just queued (then it is not read again)."""
         own = state.stage(self.key)
         delivery_id = own.get("delivery")
-        delivery = (
-            Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
-            if delivery_id and own.get("sent") and not own.get("verified")
-            else None
-        )
+        if not (delivery_id and own.get("sent") and not own.get("verified")):
+            delivery = None
+        elif known is not None and known.pk == delivery_id:
+            delivery = known
+        else:
+            delivery = Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
         word = tasks.page_state(delivery)
         return word, DELIVERY_MESSAGES.get(word, self.sent_message)
 
@@ -260,6 +263,7 @@ class EmailCode:
         code_form: CodeForm | None = None,
         email_form: EmailForm | None = None,
         current: VerificationCode | None = None,
+        delivery: Delivery | None = None,
     ) -> Render:
         verified = bool(own.get("verified"))
         sent = bool(own.get("sent"))
@@ -280,12 +284,14 @@ class EmailCode:
         if sent and not verified:
             context.update(self._timer(state, current))
             if own.get("delivery"):
-                self._delivery_context(state, own, context)
+                self._delivery_context(state, context, delivery)
         return Render(context)
 
-    def _delivery_context(self, state: FlowState, own: dict[str, Any], context: dict) -> None:
+    def _delivery_context(
+        self, state: FlowState, context: dict, known: Delivery | None = None
+    ) -> None:
         """Say where the code email is while the worker has it."""
-        word, message = self.delivery_status(state)
+        word, message = self.delivery_status(state, known)
         context["delivery_state"] = word
         if word == tasks.FAILED:
             context.update(info="", error=context["error"] or message)

@@ -216,7 +216,7 @@ class PhoneChallenge:
         # Followed on the page: Twilio's status callback may still say it was undelivered.
         own.update(mode="sms", call_token="", delivery=delivery.pk)
         info = RESENT.format(masked=mask_phone(self.phone(state, own))) if again else ""
-        return self._render(state, own, info=info)
+        return self._render(state, own, info=info, delivery=delivery)  # not read back
 
     def _call(self, request: HttpRequest, state: FlowState, own: dict[str, Any]) -> Result:
         issued, error = self._issue(request, state, own, "voice")
@@ -285,15 +285,17 @@ class PhoneChallenge:
         call = PhoneCall.objects.filter(token=token).first() if token else None
         return calls.refresh(call) if call is not None else None
 
-    def delivery_status(self, state: FlowState) -> tuple[str, str]:
-        """The SMS's delivery: (sending | trying | sent | failed, what to say)."""
+    def delivery_status(self, state: FlowState, known: Delivery | None = None) -> tuple[str, str]:
+        """The SMS's delivery: (sending | trying | sent | failed, what to say).
+        ``known``: the row this request just queued (then it is not read again)."""
         own = state.stage(self.key)
         delivery_id = own.get("delivery") if own.get("mode") == "sms" else None
-        delivery = (
-            Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
-            if delivery_id
-            else None
-        )
+        if not delivery_id:
+            delivery = None
+        elif known is not None and known.pk == delivery_id:
+            delivery = known
+        else:
+            delivery = Delivery.objects.filter(pk=delivery_id, flow_instance_id=state.id).first()
         word = tasks.page_state(delivery)
         return word, DELIVERY_MESSAGES.get(word, "")
 
@@ -307,6 +309,7 @@ class PhoneChallenge:
         info: str = "",
         code_form: CodeForm | None = None,
         number_form: PhoneNumberForm | None = None,
+        delivery: Delivery | None = None,
     ) -> Render:
         phone = self.phone(state, own)
         context: dict[str, Any] = {
@@ -320,7 +323,7 @@ class PhoneChallenge:
             "number_form": number_form or PhoneNumberForm(),
         }
         if own.get("mode") == "sms" and own.get("delivery"):
-            word, message = self.delivery_status(state)
+            word, message = self.delivery_status(state, delivery)
             context["delivery_state"] = word
             if word == tasks.FAILED:
                 context.update(info="", error=error or message)
