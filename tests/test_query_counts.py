@@ -162,15 +162,17 @@ EMAIL_LOGIN = {
     # flow row written; the countdown is the code just issued (not read back); the
     # delivery marked sent is not read back by the worker either (was 20); the audit's
     # username comes from the flow (was 19: the user was read for it); the delivery row
-    # is inserted already claimed and handed to the attempt (was 16: claim + two reads)
-    "send": (13, 0, 2),
+    # is inserted already claimed and handed to the attempt (was 16: claim + two reads);
+    # +1: the advisory lock that lets one issue of a code run at a time (attack review 12)
+    "send": (14, 0, 2),
     # flow row, then one transaction (2): the code checked (locked) and used, and its
     # audit event (3); the flow row written (was 12: a user read and two transactions)
     "verify": (9, 0, 2),
     # flow row finished, user re-read, old session deleted, last_login, session registry
     # (one upsert), audit, and the new session's one insert (its key drawn at login);
-    # all but the flow row's end and the insert are one transaction
-    "continue": (14, 1, 3),
+    # all but the flow row's end and the insert are one transaction; Redis: the old
+    # session's copy is dropped before and after its row (attack review 12)
+    "continue": (14, 1, 4),
     # user with organization, terms, counters (2), saved cases
     "home GET": (5, 0, 1),
 }
@@ -181,9 +183,10 @@ PHONE_LOGIN = {
     "credentials POST": (9, 0, 2),
     "phone GET": (1, 0, 1),
     # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert;
-    # 14: the page's delivery state is the row just queued (not read back)
-    "send SMS": (13, 0, 2),
-    "verify SMS code": (22, 1, 4),
+    # 14: the page's delivery state is the row just queued (not read back); 13 + the
+    # advisory lock of one issue at a time
+    "send SMS": (14, 0, 2),
+    "verify SMS code": (22, 1, 5),  # the old session's copy dropped twice, as above
     "home GET": (5, 0, 1),
 }
 PORTAL = {

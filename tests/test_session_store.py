@@ -136,3 +136,30 @@ def test_an_unreachable_redis_deletes_nothing_so_a_signed_out_session_cannot_com
     store.delete()
     assert not session_store.SessionStore(key).exists(key)
     assert session_store.SessionStore(key).load() == {}
+
+
+def test_a_save_between_a_sign_outs_two_steps_leaves_no_copy_behind():
+    """The other order of the race (tests/security/test_attack_session12_rowsql.py has the
+    first): the sign-out drops the Redis copy, a concurrent request of the same session
+    writes its copy and its row, and only then is the row deleted. The sign-out's second
+    drop of the copy ends it; without it the copy would open the signed-out key."""
+    from caregate import rowsql
+
+    first = session_store.SessionStore()
+    first["who"] = "signed in"
+    first.save()
+    key = first.session_key
+    slower = session_store.SessionStore(key)
+    slower["seen"] = 1  # loaded and changed: its save is an update of an existing row
+    real_delete = rowsql.delete
+
+    def delete_after_the_slower_save(model, where):
+        if model is Session and where.get("session_key") == key:
+            slower.save()  # its copy, then its row (still there: the update succeeds)
+        return real_delete(model, where)
+
+    with mock.patch.object(rowsql, "delete", side_effect=delete_after_the_slower_save):
+        session_store.SessionStore(key).delete()
+    assert not Session.objects.filter(session_key=key).exists()
+    assert cache.get(session_store.SessionStore.cache_key_prefix + key) is None
+    assert session_store.SessionStore(key).load() == {}

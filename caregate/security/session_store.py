@@ -25,6 +25,8 @@ only: a process-local cache would keep a signed-out session alive in other proce
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.sessions.backends import cached_db, db
 from django.contrib.sessions.backends.base import VALID_KEY_CHARS, CreateError, UpdateError
 from django.contrib.sessions.models import Session
@@ -33,6 +35,10 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 
 from caregate import rowsql
+
+logger = logging.getLogger("django.contrib.sessions")
+_KEY_CHARS = frozenset(VALID_KEY_CHARS)
+_MIN_KEY = 8  # Django's own floor (SessionBase._validate_session_key)
 
 
 class LeanDatabaseStore(db.SessionStore):
@@ -53,6 +59,17 @@ class LeanDatabaseStore(db.SessionStore):
             self._session_key = None
             return None
         return self.model(session_key=self.session_key, **row)
+
+    def _validate_session_key(self, key: str | None) -> bool:
+        """Only a key this store could have drawn names a row; anything else is no key
+        (a new session). A quoted cookie's octal escape ("\\000...") put a NUL in the key,
+        and PostgreSQL refused the statement: a 500 on every page for anyone who sent it
+        (found by the attacker review of session 12)."""
+        return (
+            bool(key)
+            and _MIN_KEY <= len(key) <= Session._meta.get_field("session_key").max_length
+            and set(key) <= _KEY_CHARS
+        )
 
     def _get_new_session_key(self) -> str:
         # No exists(): the insert refuses a duplicate (see the module docstring).
@@ -136,20 +153,54 @@ class LeanCachedDatabaseStore(cached_db.SessionStore, LeanDatabaseStore):
             # create() saves (row and copy) itself: Django's would copy to Redis twice.
             self.create()
             return
-        super().save(must_create)
+        if must_create or self._insert_pending:
+            # A new key: its row, then its copy (no other request knows the key yet).
+            super().save(must_create)
+            return
+        self._update_existing()
+
+    def _update_existing(self) -> None:
+        """An existing session: the copy FIRST, then the row, and the copy dropped again
+        if the row is gone. Django writes the row and then the copy, so a Sign out (or an
+        End session from My Account) landing between the two deleted both, and this
+        request then put the copy back: the signed-out key was signed in again for as
+        long as the copy lived (the copy is read before the row). Found by the attacker
+        review of session 12 (tests/security/test_attack_session12_rowsql.py). With
+        delete()'s second drop of the copy, no order of the two requests' steps leaves a
+        copy without its row."""
+        try:
+            self._cache.set(self.cache_key, self._session, self.get_expiry_age())
+        except Exception:
+            # As Django's cached_db: an unreachable cache leaves the row the truth.
+            logger.exception("Error saving to cache (%s)", self._cache)
+        try:
+            LeanDatabaseStore.save(self, must_create=False)
+        except UpdateError:
+            self._drop_copy(self.session_key)
+            raise
+
+    def _drop_copy(self, session_key: str) -> None:
+        try:
+            self._cache.delete(self.cache_key_prefix + session_key)
+        except Exception:
+            logger.exception("Error deleting from cache (%s)", self._cache)
 
     def delete(self, session_key: str | None = None) -> None:
-        """Drop the Redis copy FIRST, then the row. Django's order (row, then copy) leaves
-        a signed-out or ended session alive if Redis cannot be reached at that moment but
-        keeps its data: the copy is read before the row when Redis answers again. This
-        way an unreachable Redis makes the sign-out fail visibly (the outage page) and
-        nothing is deleted, rather than deleting only the half that is not read first."""
+        """Drop the Redis copy FIRST, then the row, then the copy once more. Django's
+        order (row, then copy) leaves a signed-out or ended session alive if Redis cannot
+        be reached at that moment but keeps its data: the copy is read before the row when
+        Redis answers again. This way an unreachable Redis makes the sign-out fail visibly
+        (the outage page) and nothing is deleted, rather than deleting only the half that
+        is not read first. The second drop: a concurrent save of this session may have
+        written its copy between the first drop and the row's delete (see
+        _update_existing); it cannot write one after the row is gone."""
         if session_key is None:
             if self.session_key is None:
                 return
             session_key = self.session_key
         self._cache.delete(self.cache_key_prefix + session_key)
         LeanDatabaseStore.delete(self, session_key)
+        self._drop_copy(session_key)
 
 
 SessionStore = LeanCachedDatabaseStore
