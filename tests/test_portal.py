@@ -650,3 +650,43 @@ def test_code_page_and_email_say_the_lifetime_alike(client, email_user, settings
     assert "The code expires in 10 minutes" in email.body
     assert re.search(r"This code expires in (10 minutes|9 minutes and \d+ seconds) \(at ", page)
     assert "600 seconds" not in page and "599 seconds" not in page
+
+
+def orm_counters(user) -> tuple[int, int, int, int]:
+    """The counters as the ORM counts them (what queries.counters() did before its SQL)."""
+    from django.db.models import Count, Q
+
+    from caregate.portal import queries
+
+    totals = queries.cases_for(user).aggregate(
+        wip=Count("id", filter=Q(status=Case.Status.WORK_IN_PROGRESS)),
+        not_submitted=Count("id", filter=Q(status=Case.Status.NOT_SUBMITTED)),
+        submitted=Count("id", filter=Q(status=Case.Status.SUBMITTED)),
+    )
+    unread = queries.messages_for(user).exclude(read_by=user).count()
+    return unread, totals["wip"], totals["not_submitted"], totals["submitted"]
+
+
+def test_the_counters_statement_counts_what_the_orm_counts(
+    make_user, make_org, email_user, portal_data
+):
+    from caregate.portal import queries
+
+    organization = email_user.organization
+    colleague = make_user(organization=organization)
+    stranger_org = make_org(name="Elsewhere")
+    stranger = make_user(organization=stranger_org)
+    to_me = Message.objects.create(organization=organization, recipient=email_user, subject="m")
+    Message.objects.create(organization=organization, recipient=colleague, subject="theirs")
+    everyone = Message.objects.create(organization=organization, subject="all")
+    everyone.read_by.add(colleague)  # read by someone else: still unread for me
+    Message.objects.create(organization=stranger_org, subject="other org")
+    add_case(stranger_org, "C-999", Case.Status.SUBMITTED)
+    for user in (email_user, colleague, stranger):
+        got = queries.counters(user)
+        as_tuple = (got.new_messages, got.work_in_progress, got.not_submitted, got.submitted)
+        assert as_tuple == orm_counters(user), user.username
+    before = queries.counters(email_user).new_messages
+    to_me.read_by.add(email_user)
+    everyone.read_by.add(email_user)
+    assert queries.counters(email_user).new_messages == before - 2 == orm_counters(email_user)[0]
