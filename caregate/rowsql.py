@@ -48,12 +48,16 @@ def _select(
     )
 
 
-def _condition(model: type[models.Model], quote: Callable[[str], str], spec: str) -> str:
+def _condition(
+    model: type[models.Model], quote: Callable[[str], str], spec: str, table: str = ""
+) -> str:
     """``"name"`` is ``name = %s``; ``"name >"`` (or <, <=, >=) uses that operator;
     ``"name lower"`` is ``LOWER(name) = %s``; ``"name is null"`` takes no parameter (its
-    value in ``where`` is ignored)."""
+    value in ``where`` is ignored). ``table``: qualify the column with it (a join)."""
     name, _, operator = spec.partition(" ")
     column = quote(model._meta.get_field(name).column)
+    if table:
+        column = f"{table}.{column}"
     if operator == "is null":
         return f"{column} IS NULL"
     if operator == "lower":
@@ -114,25 +118,88 @@ def select_one(
         row = cursor.fetchone()
     if row is None:
         return None
-    values = {}
-    for name, raw, (column, converters) in zip(
-        columns, row, _column_converters(model, connection.vendor, columns), strict=True
+    return dict(zip(columns, _converted(connection, model, columns, row), strict=True))
+
+
+def _converted(
+    connection: Any, model: type[models.Model], columns: tuple[str, ...], row: Sequence[Any]
+) -> list[Any]:
+    """The row's values as the ORM's compiler would hand them to the model."""
+    values = []
+    for raw, (column, converters) in zip(
+        row, _column_converters(model, connection.vendor, columns), strict=True
     ):
         value = raw
         for convert in converters:
             value = convert(value, column, connection)
-        values[name] = value
+        values.append(value)
     return values
 
 
-def get(model: type[M], where: dict[str, Any]) -> M | None:
+def _attnames(model: type[models.Model]) -> tuple[str, ...]:
+    return tuple(f.attname for f in model._meta.concrete_fields)
+
+
+def get(model: type[M], where: dict[str, Any], *, related: str | None = None) -> M | None:
     """The model instance matching ``where`` (every concrete field loaded, as
-    ``QuerySet.first()`` without an ordering would give it), or None."""
-    names = tuple(f.attname for f in model._meta.concrete_fields)
-    row = select_one(model, names, where)
+    ``QuerySet.first()`` without an ordering would give it), or None.
+
+    ``related``: a foreign key of ``model`` whose row is read in the same statement (a
+    LEFT JOIN) and cached on the instance, as ``select_related(related)`` does."""
+    names = _attnames(model)
+    if related is None:
+        row = select_one(model, names, where)
+        if row is None:
+            return None
+        alias = _connection(model, write=False).alias
+        return model.from_db(alias, list(names), list(row.values()))
+    return _get_with_related(model, where, related)
+
+
+@cache
+def _join_select(
+    model: type[models.Model], vendor: str, related: str, where: tuple[str, ...]
+) -> str:
+    quote = _connection(model, write=False).ops.quote_name
+    key = model._meta.get_field(related)
+    target = key.related_model
+    main, joined = quote(model._meta.db_table), quote(target._meta.db_table)
+    columns = [f"{main}.{quote(f.column)}" for f in model._meta.concrete_fields]
+    columns += [f"{joined}.{quote(f.column)}" for f in target._meta.concrete_fields]
+    on = f"{joined}.{quote(key.target_field.column)} = {main}.{quote(key.column)}"
+    conditions = " AND ".join(_condition(model, quote, spec, main) for spec in where)
+    return (
+        f"SELECT {', '.join(columns)} FROM {main} LEFT OUTER JOIN {joined} ON ({on}) "
+        f"WHERE {conditions}"
+    )
+
+
+def _get_with_related(model: type[M], where: dict[str, Any], related: str) -> M | None:
+    connection = _connection(model, write=False)
+    key = model._meta.get_field(related)
+    target = key.related_model
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _join_select(model, connection.vendor, related, tuple(where)),
+            _params(connection, model, where),
+        )
+        row = cursor.fetchone()
     if row is None:
         return None
-    return model.from_db(_connection(model, write=False).alias, list(names), list(row.values()))
+    names, target_names = _attnames(model), _attnames(target)
+    split = len(names)
+    instance = model.from_db(
+        connection.alias, list(names), _converted(connection, model, names, row[:split])
+    )
+    values = _converted(connection, target, target_names, row[split:])
+    pk_at = target_names.index(target._meta.pk.attname)
+    other = (
+        None
+        if values[pk_at] is None
+        else target.from_db(connection.alias, list(target_names), values)
+    )
+    key.set_cached_value(instance, other)
+    return instance
 
 
 def exists(model: type[models.Model], where: dict[str, Any]) -> bool:

@@ -168,6 +168,16 @@ assert unexpired(datetime(2032, 1, 1, tzinfo=UTC)) is None
 instance = rowsql.get(FlowInstance, {{"id": "i"}})
 assert instance == FlowInstance.objects.get(pk="i") and instance.expires_at == expires
 assert rowsql.delete(FlowInstance, {{"id": "i"}}) == 1
+from caregate.accounts.models import Organization, User
+org = Organization(name="O", npi="1234567893")
+org.set_registration_code("CODE")
+org.save()
+user = User.objects.create(username="u", email="u@example.com", organization=org)
+got = rowsql.get(User, {{"id": user.pk}}, related="organization")
+fresh = User.objects.select_related("organization").get(pk=user.pk)
+assert got == fresh and got.date_joined == fresh.date_joined, (got.date_joined, fresh.date_joined)
+assert got.organization == org and got.organization.name == "O"
+assert rowsql.get(User, {{"email lower": "u@example.com"}}) == fresh
 print("ok")
 """
 
@@ -225,3 +235,24 @@ def test_get_builds_the_instance_the_orm_would(make_user):
         "the value is lowered by the caller"
     )
     assert rowsql.get(User, {"id": user.pk, "is_active": False}) is None
+
+
+def test_get_with_a_related_row_caches_it_as_select_related_does(make_user, make_org):
+    from django.test.utils import CaptureQueriesContext as Capture
+
+    user = make_user(organization=make_org(name="Joined Clinic"))
+    with Capture(connection) as queries:
+        got = rowsql.get(User, {"id": user.pk}, related="organization")
+        name = got.organization.name  # no second query: it came with the user
+    assert len(queries) == 1 and name == "Joined Clinic"
+    assert got.organization == user.organization and not got.organization._state.adding
+    orm = User.objects.select_related("organization").get(pk=user.pk)
+    for field in User.organization.field.related_model._meta.concrete_fields:
+        assert getattr(got.organization, field.attname) == getattr(orm.organization, field.attname)
+    loner = make_user()
+    User.objects.filter(pk=loner.pk).update(organization=None)
+    alone = rowsql.get(User, {"id": loner.pk}, related="organization")
+    with Capture(connection) as queries:
+        assert alone.organization is None
+    assert len(queries) == 0
+    assert rowsql.get(User, {"id": 0}, related="organization") is None
