@@ -140,6 +140,22 @@ def _attnames(model: type[models.Model]) -> tuple[str, ...]:
     return tuple(f.attname for f in model._meta.concrete_fields)
 
 
+def columns_of(model: type[M], table: str = "") -> str:
+    """Every concrete column of ``model``, quoted, in field order (for a statement whose
+    rows go to ``build``); ``table``: qualified with that (quoted) name or alias."""
+    quote = _connection(model, write=False).ops.quote_name
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+def build(model: type[M], row: Sequence[Any]) -> M:
+    """The instance of ``model`` for a row of ``columns_of(model)``, converted as the ORM
+    converts its values."""
+    connection = _connection(model, write=False)
+    names = _attnames(model)
+    return model.from_db(connection.alias, list(names), _converted(connection, model, names, row))
+
+
 def get(model: type[M], where: dict[str, Any], *, related: str | None = None) -> M | None:
     """The model instance matching ``where`` (every concrete field loaded, as
     ``QuerySet.first()`` without an ordering would give it), or None.

@@ -160,3 +160,37 @@ def test_a_new_user_meets_the_terms_right_after_mfa_registration(
     client.post("/terms/", {"agree": "yes"})
     assert client.get("/home/").status_code == 200
     assert TermsAcceptance.objects.get().user.username == "dana.provider"
+
+
+def test_needs_terms_chooses_as_the_orm_does(email_user):
+    """The statement written once picks what the ORM's query picked: the newest version
+    published by now (ties by id), unless this user accepted that very version."""
+    from django.db.models import Exists, OuterRef
+
+    from caregate.accounts import terms as terms_module
+
+    def by_orm():
+        accepted = TermsAcceptance.objects.filter(user=email_user, terms=OuterRef("pk"))
+        found = (
+            TermsVersion.objects.filter(published_at__lte=timezone.now())
+            .annotate(accepted=Exists(accepted))
+            .first()
+        )
+        return None if found is None or found.accepted else found
+
+    TermsVersion.objects.all().delete()
+    assert terms_module.needs_terms(email_user) is None is by_orm()
+    now = timezone.now()
+    TermsVersion.objects.create(version="future", text="f", published_at=now + timedelta(days=1))
+    assert terms_module.needs_terms(email_user) is None is by_orm()
+    old = TermsVersion.objects.create(version="1", text="a", published_at=now - timedelta(days=9))
+    got = terms_module.needs_terms(email_user)
+    assert got == old == by_orm() and got.published_at == old.published_at and got.text == "a"
+    tie = now - timedelta(days=1)
+    TermsVersion.objects.create(version="2a", text="b", published_at=tie)
+    newest = TermsVersion.objects.create(version="2b", text="c", published_at=tie)
+    assert terms_module.needs_terms(email_user) == newest == by_orm()
+    terms_module.accept(email_user, old, "203.0.113.5")
+    assert terms_module.needs_terms(email_user) == newest == by_orm(), "an older acceptance"
+    terms_module.accept(email_user, newest, "203.0.113.5")
+    assert terms_module.needs_terms(email_user) is None is by_orm()
