@@ -125,6 +125,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "CAREGATE_DB_PREPARED_STATEMENTS", True
+):
+    # Server-side parameters, and each statement prepared on its connection from its
+    # CAREGATE_DB_PREPARE_THRESHOLD-th use: PostgreSQL then skips parsing and planning the
+    # same few statements every request runs. Off (false) behind a connection pooler in
+    # transaction mode (PgBouncer before 1.21), which cannot keep prepared statements.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        server_side_binding=True,
+        prepare_threshold=env_int("CAREGATE_DB_PREPARE_THRESHOLD", 5),
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

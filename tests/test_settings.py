@@ -294,3 +294,56 @@ def test_legacy_hash_is_not_upgraded_by_a_wrong_password(client, make_user):
     email_sign_in(client, user.email, "Wrong-Password-123")
     user.refresh_from_db()
     assert user.password == legacy
+
+
+# --- PostgreSQL: server-side parameters and prepared statements ---------------------------
+
+DB_OPTIONS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps(settings.DATABASES["default"].get("OPTIONS", {})))
+"""
+
+
+def database_options(**env: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", DB_OPTIONS],
+        cwd=ROOT,
+        env=clean_env(DJANGO_SETTINGS_MODULE="caregate.settings", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_postgresql_prepares_statements_unless_told_not_to():
+    url = "postgres://postgres@127.0.0.1:5432/anything"
+    assert database_options(DATABASE_URL=url) == {
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+    }
+    assert database_options(DATABASE_URL=url, CAREGATE_DB_PREPARE_THRESHOLD="2") == {
+        "server_side_binding": True,
+        "prepare_threshold": 2,
+    }
+    # Behind a pooler in transaction mode: neither (Django's client-side binding).
+    assert database_options(DATABASE_URL=url, CAREGATE_DB_PREPARED_STATEMENTS="false") == {}
+    assert "server_side_binding" not in database_options()  # SQLite
+
+
+@pytest.mark.django_db
+def test_a_statement_run_often_is_prepared_on_its_connection():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for n in range(6):
+            cursor.execute("SELECT %s::int + 1 AS caregate_prepared_probe", [n])
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%caregate_prepared_probe%"],
+        )
+        assert cursor.fetchone()[0] == 1
