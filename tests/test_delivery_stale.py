@@ -326,3 +326,77 @@ def test_an_inline_send_that_fails_for_good_is_recorded_failed(monkeypatch):
     assert (delivery.status, delivery.last_error, delivery.body) == ("failed", "smtp-550", "")
     assert Delivery.objects.get(pk=delivery.pk).status == "failed"
     assert tasks.page_state(delivery) == tasks.FAILED
+
+
+# --- a worker dies after the queue handed it the task, before the attempt ----------------
+
+
+def taken_and_dropped() -> DBTaskResult:
+    """A worker takes the next delivery task from the queue (django-tasks' claim: the task
+    row RUNNING) and is killed before it runs it: attempt() never starts."""
+    with transaction.atomic():
+        task_result = DBTaskResult.objects.ready().filter(task_path=DELIVER).get_locked()
+        task_result.claim("worker-that-died")
+    return task_result
+
+
+def age_task(task_result: DBTaskResult, seconds: int) -> None:
+    DBTaskResult.objects.filter(pk=task_result.pk).update(
+        started_at=F("started_at") - timedelta(seconds=seconds)
+    )
+
+
+def test_a_delivery_whose_worker_died_before_the_attempt_is_queued_again(database_backend):
+    delivery = queue_email()
+    lost = taken_and_dropped()
+    delivery.refresh_from_db()
+    assert delivery.status == "queued" and tasks.recover_stale() == 0, "not 'sending'"
+    assert tasks.recover_orphaned() == 0, "within the lease the worker may still run it"
+    age_task(lost, 31)
+    assert tasks.recover_orphaned() == 1
+    lost.refresh_from_db()
+    assert lost.status == "FAILED" and "WorkerLost" in lost.exception_class_path
+    assert tasks.recover_orphaned() == 0, "a second sweeper finds nothing to do"
+    run_worker()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.body) == ("sent", 1, "")
+    assert OutboxMessage.objects.filter(to="someone@clinic.example").count() == 1
+
+
+def test_a_slow_worker_and_the_new_task_send_once(database_backend):
+    """The worker was only slow: it runs its attempt after the sweep queued another."""
+    delivery = queue_email()
+    lost = taken_and_dropped()
+    age_task(lost, 31)
+    assert tasks.recover_orphaned() == 1
+    assert tasks.attempt(delivery.pk) == "sent"  # the slow worker, at last
+    run_worker()  # the new task: the claim's compare-and-set finds it sent
+    assert OutboxMessage.objects.filter(to="someone@clinic.example").count() == 1
+    assert tasks_named(DELIVER, "SUCCESSFUL") == 1
+
+
+def test_a_task_lost_after_its_delivery_finished_is_only_closed(database_backend):
+    delivery = queue_email()
+    lost = taken_and_dropped()
+    assert tasks.attempt(delivery.pk) == "sent"  # sent, then killed before set_successful
+    age_task(lost, 31)
+    assert tasks.recover_orphaned() == 0
+    lost.refresh_from_db()
+    assert lost.status == "FAILED"
+    assert tasks_named(DELIVER) == 0, "nothing queued again"
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_the_sweep_recovers_a_lost_task_and_watches_one_still_running(database_backend):
+    delivery = queue_email()
+    lost = taken_and_dropped()
+    age_task(lost, 10)  # 20 seconds of its lease left
+    before = timezone.now()
+    assert tasks.sweep.call() == 0
+    [next_sweep] = DBTaskResult.objects.filter(task_path=SWEEP, status="READY")
+    assert before + timedelta(seconds=19) < next_sweep.run_after < before + timedelta(seconds=23)
+    age_task(lost, 30)
+    make_due()
+    run_worker()  # the sweep queues it again; then the new task sends it
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"

@@ -16,7 +16,9 @@ finished (sent, failed or expired) and the same write blanks it.
 A worker that dies mid-send leaves its delivery in "sending": past a lease
 (``CAREGATE_DELIVERY_LEASE_SECONDS``) a sweep task, which every worker keeps scheduled while
 it sends, takes the row over (compare-and-set: one sweeper wins) and retries it, or marks it
-failed when the message has expired or had its last attempt.
+failed when the message has expired or had its last attempt. A worker that dies after the
+queue handed it the task but before the attempt leaves the task "running" and the delivery
+"queued": the same sweep, past the lease, closes that task and queues the delivery again.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ def sweep() -> int:
     """Take over the deliveries left in "sending" past their lease; keep watching the
     ones still being sent. Returns how many were taken over."""
     now = timezone.now()
-    taken = recover_stale(now)
+    taken = recover_stale(now) + recover_orphaned(now)
     _watch_the_rest(now)
     return taken
 
@@ -315,6 +317,44 @@ def recover_stale(now: datetime | None = None) -> int:
             taken += 1
             _resume(delivery, now)
     return taken
+
+
+def recover_orphaned(now: datetime | None = None) -> int:
+    """Queue again every delivery whose task a worker took and never ran.
+
+    A worker killed after the queue handed it the task (the task row RUNNING) but before
+    attempt() claimed the delivery leaves the delivery "queued" (or "retrying"), where
+    recover_stale() does not look, and scheduled no sweep of its own. Past the lease the
+    task row is marked failed (compare-and-set on its status: one sweeper acts) and, if
+    the delivery is still waiting, it gets a new task. Were that worker only slow, its
+    attempt and the new one meet at the claim's compare-and-set: one sends.
+    """
+    if not queue.installed():
+        return 0
+    now = now or timezone.now()
+    results = queue.task_results()
+    lost = results.filter(
+        task_path=deliver.module_path, status="RUNNING", started_at__lt=now - lease()
+    )
+    queued = 0
+    for result in lost.order_by("started_at")[:200]:
+        ended = results.filter(pk=result.pk, status="RUNNING").update(
+            status="FAILED",
+            finished_at=now,
+            exception_class_path="caregate.delivery.tasks.WorkerLost",
+            traceback="The worker that took this task stopped before it ran (swept).",
+        )
+        ids = (result.args_kwargs or {}).get("args") or []
+        if not ended or not ids:
+            continue
+        waiting = Delivery.objects.filter(pk=ids[0], status__in=[Status.QUEUED, Status.RETRYING])
+        if waiting.exists():
+            logger.warning(
+                "delivery %s: its worker stopped before the attempt: queued again", ids[0]
+            )
+            deliver.enqueue(ids[0])
+            queued += 1
+    return queued
 
 
 def _take_over(delivery: Delivery, now: datetime) -> bool:
@@ -345,16 +385,22 @@ def _resume(delivery: Delivery, now: datetime) -> None:
 
 
 def _watch_the_rest(now: datetime) -> None:
-    """Schedule the next sweep for when the oldest row still in "sending" would go stale,
-    unless one is already due by then (so the sweeps of several workers do not multiply)."""
-    oldest = (
+    """Schedule the next sweep for when the oldest row still in "sending" (or the oldest
+    delivery task a worker has taken) would go stale, unless one is already due by then
+    (so the sweeps of several workers do not multiply)."""
+    moments = [
         Delivery.objects.filter(status=Status.SENDING)
         .order_by("updated_at")
         .values_list("updated_at", flat=True)
         .first()
-    )
-    if oldest is None or not sweep.get_backend().supports_defer:
+    ]
+    if queue.installed():
+        running = queue.task_results().filter(task_path=deliver.module_path, status="RUNNING")
+        moments.append(running.order_by("started_at").values_list("started_at", flat=True).first())
+    known = [moment for moment in moments if moment is not None]
+    if not known or not sweep.get_backend().supports_defer:
         return
+    oldest = min(known)
     when = max(oldest + lease(), now) + timedelta(seconds=1)
     if queue.installed():
         pending = queue.task_results().filter(
