@@ -321,6 +321,7 @@ def test_verify_and_continue_before_send(client: Client) -> None:
         ("password123456", "password123456", "This password is too common."),
         ("84736291047362", "84736291047362", "This password is entirely numeric."),
         ("x" * 257, "x" * 257, "Ensure this value has at most 256 characters"),
+        (PASSWORD, PASSWORD, "Your new password must be different from your current password."),
     ],
 )
 def test_bad_new_password(client: Client, email_user, password, confirm, message) -> None:
@@ -341,3 +342,14 @@ def test_bad_phone_step_input(client: Client, make_user) -> None:
     assert "That code is not correct" in text(page)
     assert client.post(PHONE, {"action": "nonsense"}).status_code == 200
     assert client.get(NEW_PASSWORD).url == PHONE
+
+
+def test_the_same_password_is_refused_and_the_flow_goes_on(client: Client, email_user) -> None:
+    verify_email(client, email_user)
+    page = new_password(client, PASSWORD, PASSWORD)
+    assert "must be different from your current password" in text(page)
+    assert not is_signed_in(client)
+    response = new_password(client)  # a new one, on the same page: the reset completes
+    assert response.status_code == 302 and response.url == "/home/"
+    email_user.refresh_from_db()
+    assert email_user.check_password(NEW)

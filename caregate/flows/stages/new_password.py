@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import check_password, make_password
 from django.http import HttpRequest
 
 from caregate.accounts.models import User
 from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
 from caregate.flows.stages.set_password import NewPasswordForm
+
+UNCHANGED = "Your new password must be different from your current password."
 
 # Whether this flow instance has proven every factor ``user`` has registered.
 FactorsCheck = Callable[[User, FlowState], bool]
@@ -38,6 +40,15 @@ class NewPassword:
         if user is None or not self.factors_passed(user, state):
             return Restart("Please start again.")
         form = NewPasswordForm(request.POST if request.method == "POST" else None, user=user)
+        if request.method == "POST" and form.is_valid() and self._unchanged(form, user):
+            # A reset keeps nothing out if the password stays the one that may have leaked.
+            form.add_error("new_password", UNCHANGED)
         if request.method != "POST" or not form.is_valid():
             return Render({"form": form, "intro": self.intro, "button": self.button})
         return Advance({"password_hash": make_password(form.cleaned_data["new_password"])})
+
+    @staticmethod
+    def _unchanged(form: NewPasswordForm, user: User) -> bool:
+        # Django's check without the setter: a check must not upgrade (save) the old hash
+        # halfway through a reset.
+        return check_password(form.cleaned_data["new_password"], user.password)
