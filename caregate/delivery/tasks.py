@@ -37,6 +37,7 @@ from django.utils import timezone
 from django_tasks import task
 from django_tasks.backends.immediate import ImmediateBackend
 
+from caregate import rowsql
 from caregate.audit.log import record
 from caregate.delivery import phone
 from caregate.delivery.models import Delivery
@@ -200,7 +201,8 @@ def _held(delivery: Delivery) -> dict[str, object]:
     """The row as long as this attempt holds it: still sending, and no later attempt since.
     (A sweep takes a row over without counting an attempt, then retries or fails it: its
     own writes go through these same conditions, so the first writer wins.)"""
-    return {"pk": delivery.pk, "status": Status.SENDING, "attempts": delivery.attempts}
+    # Field names both the ORM's filter() and rowsql take.
+    return {"id": delivery.pk, "status": Status.SENDING, "attempts": delivery.attempts}
 
 
 def _finish(delivery: Delivery, status: str, *, provider_id: str = "", error: str = "") -> bool:
@@ -210,7 +212,8 @@ def _finish(delivery: Delivery, status: str, *, provider_id: str = "", error: st
     fields = {"body": "", "finished_at": now, "updated_at": now, "last_error": error[:100]}
     if provider_id:
         fields["provider_id"] = provider_id[:64]
-    if Delivery.objects.filter(**_held(delivery)).update(status=status, **fields):
+    # The attempt's last write, on every delivery: by rowsql (the same conditional UPDATE).
+    if rowsql.update(Delivery, {"status": status, **fields}, _held(delivery)):
         # Written as set here: the row is these values, no need to read it back.
         for name, value in {"status": status, **fields}.items():
             setattr(delivery, name, value)
