@@ -455,7 +455,10 @@ def test_a_sign_out_landing_inside_a_concurrent_session_write_does_not_revive_th
 
 # --- hostile form values on every stage reach the state written by rowsql.update --------
 
-HOSTILE_VALUES = ["a\x00b", "\\u0000", "x" * 10_000, "' OR '1'='1", '{"reached": 99}', "é\ud7ff"]
+# Each value walks every stage of every flow (about 6 s): three that stand for the rest
+# (a NUL, a 10 kB value, JSON that names a state key). Quotes and other characters are
+# covered by test_a_hostile_session_cookie_is_a_parameter_and_no_500 and tests/test_bad_input.
+HOSTILE_VALUES = ["a\x00b", "x" * 10_000, '{"reached": 99}']
 
 
 @pytest.mark.django_db
