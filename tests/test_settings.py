@@ -143,9 +143,10 @@ print(json.dumps({name: getattr(settings, name, None) for name in names}))
 """
 
 
-def show_settings(**env: str) -> dict:
+def show_settings(script: str = SHOW, **env: str) -> dict:
+    """What ``script`` prints (JSON) in a fresh process with these settings."""
     result = subprocess.run(
-        [sys.executable, "-c", SHOW],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=clean_env(DJANGO_SETTINGS_MODULE="caregate.settings", **env),
         capture_output=True,
@@ -307,17 +308,7 @@ print(json.dumps(settings.DATABASES["default"].get("OPTIONS", {})))
 
 
 def database_options(**env: str) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-c", DB_OPTIONS],
-        cwd=ROOT,
-        env=clean_env(DJANGO_SETTINGS_MODULE="caregate.settings", **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return show_settings(DB_OPTIONS, **env)
 
 
 def test_postgresql_prepares_statements_unless_told_not_to():
