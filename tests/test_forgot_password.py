@@ -353,3 +353,18 @@ def test_the_same_password_is_refused_and_the_flow_goes_on(client: Client, email
     assert response.status_code == 302 and response.url == "/home/"
     email_user.refresh_from_db()
     assert email_user.check_password(NEW)
+
+
+def test_past_the_budget_the_current_password_is_not_compared(
+    client: Client, email_user, settings
+) -> None:
+    """The check compares a typed password with the current one: past the account's
+    sign-in budget it is not made, so it cannot be used to try passwords."""
+    settings.CAREGATE_RATE_LIMITS = {**settings.CAREGATE_RATE_LIMITS, "signin:account": (2, 900)}
+    verify_email(client, email_user)
+    for _ in range(2):
+        page = new_password(client, PASSWORD, PASSWORD)
+        assert "must be different from your current password" in text(page)
+    # The budget is spent: the same answer for the current password as for any other.
+    response = new_password(client, PASSWORD, PASSWORD)
+    assert response.status_code == 302 and response.url == "/home/"

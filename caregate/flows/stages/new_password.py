@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from django.contrib.auth.hashers import check_password, make_password
 from django.http import HttpRequest
 
+from caregate.accounts import backends
 from caregate.accounts.models import User
 from caregate.flows.engine import Advance, FlowState, Render, Restart, Result
 from caregate.flows.stages.set_password import NewPasswordForm
+from caregate.verification import ratelimit
 
 UNCHANGED = "Your new password must be different from your current password."
 
@@ -49,6 +51,11 @@ class NewPassword:
 
     @staticmethod
     def _unchanged(form: NewPasswordForm, user: User) -> bool:
-        # Django's check without the setter: a check must not upgrade (save) the old hash
-        # halfway through a reset.
+        # The comparison is a password guess like any other: it spends the account's
+        # sign-in budget, and once that is spent it is not made (the password is taken as
+        # it is), so it cannot be used to try passwords (the second attacker review of
+        # session 12). Django's check without the setter: it must not upgrade (save) the
+        # old hash halfway through a reset.
+        if not ratelimit.hit(backends.SCOPE, f"account:{user.pk}"):
+            return False
         return check_password(form.cleaned_data["new_password"], user.password)
