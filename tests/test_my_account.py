@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
 from caregate.accounts.models import SignedInSession, User
 from caregate.delivery.models import OutboxMessage
@@ -121,7 +122,8 @@ def test_page_lists_other_sessions_and_remembered_browsers(email_user):
     assert "Safari on iPhone" in page and "End session" in page
     assert "LOGIN WITH EMAIL (this browser)" in page
     entry = RememberedBrowser.objects.get(user=email_user)
-    assert f"{entry.expires_at:%m/%d/%Y}" in page
+    # The page shows local time (TIME_ZONE): near midnight UTC the dates differ.
+    assert f"{timezone.localtime(entry.expires_at):%m/%d/%Y}" in page
 
 
 def test_remembered_browsers_show_their_device_and_address(email_user):
