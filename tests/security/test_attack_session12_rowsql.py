@@ -467,23 +467,20 @@ def test_hostile_form_values_on_every_stage_write_no_bad_json_and_no_500(
     settings, make_user, org, value
 ):
     from caregate.flows.registry import FLOWS
-    from tests.security.test_concurrency import ACTIONS, STAGES, _fields, _identity_provider
+    from tests.security.test_concurrency import (
+        ACTIONS,
+        STAGES,
+        _fields,
+        _identity_provider,
+        flow_data,
+    )
     from tests.security.test_concurrency import put_at_stage as at_stage
 
     settings.CAREGATE_CODE_RESEND_COOLDOWN_SECONDS = 0
     for flow_name, index, stage_key in STAGES:
         flow = FLOWS[flow_name]
         user = make_user(mfa="phone" if flow_name == "phone-login" else "email")
-        data = {
-            "user_id": user.pk,
-            "email": user.email,
-            "phone": user.phone_number or "+12025550143",
-            "method": "phone",
-            "organization_id": org.pk,
-            "remember_me": False,
-        }
-        if (flow_name, stage_key) == ("forgot-password", "factor"):
-            data["reset_factor"] = "authenticator-app"
+        data = flow_data(user, org, flow_name, stage_key)
         fields = {name: value for name in _fields(user, org)}
         fields.update(factor=value, link=value, credential=value)
         for action in ACTIONS:

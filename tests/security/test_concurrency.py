@@ -77,6 +77,22 @@ def _fields(user, org) -> dict[str, str]:
     }
 
 
+def flow_data(user, org, flow_name: str, stage_key: str) -> dict:
+    """Flow data that lets any stage of ``flow_name`` run for ``user``."""
+    data = {
+        "user_id": user.pk,
+        "email": user.email,
+        "phone": user.phone_number or "+12025550143",
+        "method": "phone",
+        "organization_id": org.pk,
+        "remember_me": False,
+    }
+    if (flow_name, stage_key) == ("forgot-password", "factor"):
+        # Forgot password's stronger factor (a When stage): only for an account that has one.
+        data["reset_factor"] = "authenticator-app"
+    return data
+
+
 def put_at_stage(client: Client, flow: Flow, index: int, data: dict) -> FlowState:
     """A flow instance of this client's session that has reached stage ``index``."""
     state = FlowState.new(flow.name, 900, data)
@@ -127,17 +143,7 @@ def test_a_slower_request_never_rolls_back_a_guard_written_meanwhile(
     if flow_name in {"mfa-registration", "complete-registration"}:
         user.mfa_method = "none"
         user.save()
-    data = {
-        "user_id": user.pk,
-        "email": user.email,
-        "phone": user.phone_number or "+12025550143",
-        "method": "phone",
-        "organization_id": org.pk,
-        "remember_me": False,
-    }
-    if (flow_name, stage_key) == ("forgot-password", "factor"):
-        # Forgot password's stronger factor (a When stage): only for an account that has one.
-        data["reset_factor"] = "authenticator-app"
+    data = flow_data(user, org, flow_name, stage_key)
     fields = _fields(user, org)
     original_apply = Flow._apply
     for method, action in [("GET", None), *(("POST", a) for a in ACTIONS)]:
