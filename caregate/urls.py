@@ -1,4 +1,5 @@
-"""URLs. The flow pattern (/<flow>/<stage>/) comes last: it matches any two segments."""
+"""URLs. The flow stages come first: most requests of a sign-in are theirs, and their
+pattern matches only a registered flow's name (caregate/flows/urls.py)."""
 
 from django.urls import include, path
 
@@ -8,6 +9,7 @@ from caregate.ops import health, metrics
 from caregate.staff import staff_login
 
 urlpatterns = [
+    path("", include("caregate.flows.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Refused unless from CAREGATE_METRICS_ALLOWED_IPS or with CAREGATE_METRICS_TOKEN.
@@ -49,5 +51,4 @@ urlpatterns = [
     path("registration-error/reset/", registration_error.reset, name="registration-reset"),
     path("trouble-logging-in/", trouble_logging_in.trouble, name="trouble"),
     path("trouble-logging-in/help/", trouble_logging_in.mfa_help, name="mfa-help"),
-    path("", include("caregate.flows.urls")),
 ]
