@@ -42,9 +42,7 @@ def test_every_named_page_resolves_to_itself() -> None:
     routes = list(named_patterns(get_resolver().url_patterns))
     assert len(routes) > 50  # the whole URLconf, not an empty walk
     wrong = {
-        name: resolve(path).view_name
-        for name, path in routes
-        if resolve(path).view_name != name
+        name: resolve(path).view_name for name, path in routes if resolve(path).view_name != name
     }
     assert wrong == {}
 
