@@ -237,3 +237,23 @@ def test_discovered_endpoints_on_another_origin_are_allowed_as_form_targets(
     )
     oidc.metadata()
     assert "https://login.idp.example.org" in csp_form_action(client)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://Login.Example.org/tenant/v2.0", "https://login.example.org"),
+        ("http://127.0.0.1:9100/authorize", "http://127.0.0.1:9100"),
+        ("https://[::1]:8443/end", "https://[::1]:8443"),
+        ("https://someone@login.example.org/", "https://login.example.org"),
+        ("https://idp.example.org; script-src * 'unsafe-inline'", ""),
+        ("https://idp example.org/", ""),
+        ("https://idp.example.org:99999/", ""),
+        ("javascript:alert(1)", ""),
+        ("ftp://idp.example.org/", ""),
+        ("https://", ""),
+        ("", ""),
+    ],
+)
+def test_only_well_formed_origins_reach_the_csp_header(url: str, origin: str) -> None:
+    assert oidc._origin(url) == origin

@@ -26,6 +26,8 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError, MissingKeyError
 from joserfc.jwk import KeySet
@@ -105,9 +107,28 @@ def metadata(*, refresh: bool = False) -> dict[str, Any]:
     return document
 
 
+_ORIGIN_CHECK = URLValidator(schemes=["http", "https"])
+
+
 def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+    """``scheme://host[:port]`` of ``url``, or "" unless that is a well-formed http(s)
+    origin. The value goes into every page's CSP header, where a ";" or a space from a
+    discovery document would start directives of its own (attacker review, session 13):
+    it is rebuilt from the parsed host and port, then checked as a URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+    try:
+        _ORIGIN_CHECK(origin)
+    except ValidationError:
+        return ""
+    return origin
 
 
 def _note_origins(document: dict[str, Any]) -> None:
