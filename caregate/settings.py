@@ -180,11 +180,6 @@ PASSWORD_HASHERS = [
 CAREGATE_ARGON2_MEMORY_KIB = env_int("CAREGATE_ARGON2_MEMORY_KIB", 19456)
 CAREGATE_ARGON2_TIME_COST = env_int("CAREGATE_ARGON2_TIME_COST", 2)
 CAREGATE_ARGON2_PARALLELISM = env_int("CAREGATE_ARGON2_PARALLELISM", 1)
-# Password hashes run in threads this much nicer than the pages (accounts/hash_priority.py):
-# under load the pages get the cores first. 0: hash in the request's own thread.
-CAREGATE_HASH_NICE = env_int("CAREGATE_HASH_NICE", 10)
-if not 0 <= CAREGATE_HASH_NICE <= 19:
-    raise ImproperlyConfigured("CAREGATE_HASH_NICE must be between 0 and 19")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -28,8 +28,6 @@ from django.contrib.auth.hashers import (
 )
 from django.core.cache import cache
 
-from caregate.accounts import hash_priority
-
 # How long "are there wrapped hashes?" is remembered; import_users forgets it at once.
 _PRESENCE_SECONDS = 300
 
@@ -53,13 +51,6 @@ class ConfiguredArgon2PasswordHasher(Argon2PasswordHasher):
     @property
     def parallelism(self) -> int:  # type: ignore[override]
         return settings.CAREGATE_ARGON2_PARALLELISM
-
-    # Both at a lower CPU priority than the pages (accounts/hash_priority.py).
-    def encode(self, password: str, salt: str) -> str:
-        return hash_priority.run(super().encode, password, salt)
-
-    def verify(self, password: str, encoded: str) -> bool:
-        return hash_priority.run(super().verify, password, encoded)
 
 
 class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
@@ -89,18 +80,10 @@ class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
         setting, digest = legacy_encoded.rsplit("$", 1)
         return super().encode(digest, setting)
 
-    # The legacy work too runs at the hashes' lower priority (the inner Argon2 then runs
-    # inline in the same thread: hash_priority.run does not nest).
     def encode(self, password: str, salt: str) -> str:
-        return hash_priority.run(self._encode, password, salt)
-
-    def _encode(self, password: str, salt: str) -> str:
         return self.wrap(self.legacy().encode(password, salt))
 
     def verify(self, password: str, encoded: str) -> bool:
-        return hash_priority.run(self._verify, password, encoded)
-
-    def _verify(self, password: str, encoded: str) -> bool:
         legacy = self.legacy()
         setting = self.decode(encoded)["salt"]
         arguments = self.legacy_arguments(legacy.decode(setting + "$"))
@@ -113,7 +96,7 @@ class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
     def spend_legacy_work(self, password: str) -> None:
         """Do the legacy part of a wrapped check, for a check that had none."""
         legacy = self.legacy()
-        hash_priority.run(legacy.encode, password, legacy.salt())
+        legacy.encode(password, legacy.salt())
 
     def hashes_exist(self) -> bool:
         """Whether any account still has a hash of this wrapper (cached a few minutes)."""
