@@ -469,6 +469,55 @@ def test_granting_the_role_opens_manage_users_and_removing_it_closes_it(admin_cl
     ]
 
 
+def notices_to(user: User) -> list[tuple[str, str]]:
+    """(subject, body) of every security notice emailed to ``user`` (the dev outbox)."""
+    return [
+        (m.subject, m.body)
+        for m in OutboxMessage.objects.filter(to=user.email).order_by("id")
+        if "call the help desk" in m.body  # every notice ends so; sign-in codes do not
+    ]
+
+
+@pytest.mark.parametrize(
+    ("actions", "subject", "words"),
+    [
+        (["deactivate"], "Your account was deactivated", "deactivated your"),
+        (["deactivate", "reactivate"], "Your account was reactivated", "sign in again"),
+        (["make-admin"], "You are now a provider administrator", "Manage Users"),
+        (["make-admin", "remove-admin"], "Your provider administrator role was removed", ""),
+    ],
+)
+def test_each_change_is_told_to_the_user_by_email_and_message(
+    admin_client, member, actions, subject, words
+):
+    for action in actions:
+        assert post_action(admin_client, member.pk, action).status_code == 302
+    sent = notices_to(member)
+    assert len(sent) == len(actions)  # one notice per change
+    mail_subject, body = sent[-1]
+    assert mail_subject.endswith(f": {subject}")
+    assert "Your provider administrator Daisy Admin" in body and words in body
+    message = Message.objects.filter(recipient=member).latest("id")
+    assert message.subject == subject and message.body == body
+
+
+def test_a_refused_change_tells_nobody(admin_client, admin, member):
+    post_action(admin_client, member.pk, "reactivate")  # already active: refused
+    post_action(admin_client, admin.pk, "remove-admin")  # the last administrator: refused
+    post_action(admin_client, member.pk, "remove-admin")  # not an administrator: refused
+    assert notices_to(member) == [] and notices_to(admin) == []
+    assert not Message.objects.exists()
+
+
+def test_the_admin_is_told_when_the_notice_could_not_be_sent(admin_client, member):
+    with mock.patch.object(manage_users, "notify", return_value=False):
+        post_action(admin_client, member.pk, "deactivate")
+    page = admin_client.get(detail_url(member)).content.decode()
+    assert "Daisey Duck (dduck2021) was deactivated." in page
+    assert "The email telling Daisey Duck (dduck2021) about it could not be sent." in page
+    assert not User.objects.get(pk=member.pk).is_active  # the change stands
+
+
 def test_a_deactivated_user_cannot_be_made_an_administrator(admin_client, member):
     User.objects.filter(pk=member.pk).update(is_active=False)
     post_action(admin_client, member.pk, "make-admin")

@@ -313,6 +313,17 @@ def test_deactivate_ends_access_and_reactivate_restores_it(support_client, suppo
     assert AuditEvent.objects.get(event="support.reactivate").outcome == "success"
 
 
+def test_deactivation_and_reactivation_are_told_to_the_user(support_client, support, other):
+    post_action(support_client, other.pk, "deactivate")
+    post_action(support_client, other.pk, "reactivate")
+    sent = OutboxMessage.objects.filter(to=other.email).order_by("id")
+    subjects = [m.subject.split(": ", 1)[1] for m in sent]
+    assert subjects == ["Your account was deactivated", "Your account was reactivated"]
+    for mail in sent:
+        assert f"Our support team ({support.display_name})" in mail.body
+    assert Message.objects.filter(recipient=other).count() == 2
+
+
 def test_deactivating_twice_is_refused(support_client, other):
     post_action(support_client, other.pk, "deactivate")
     post_action(support_client, other.pk, "deactivate")

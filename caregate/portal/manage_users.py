@@ -238,11 +238,10 @@ def reset_registration(target: User, actor: str) -> Callable[[], Note]:
 
     def tell() -> Note:
         lifetime = describe_seconds(settings.CAREGATE_REGISTRATION_LINK_SECONDS)
-        when = timezone.localtime().strftime("%m/%d/%Y %I:%M %p")
         notify(
             target,
             "Your registration was reset",
-            f"{actor} reset your multi-factor authentication registration on {when}. To "
+            f"{actor} reset your multi-factor authentication registration on {_now()}. To "
             "sign in again, register again: follow the link we emailed you (it works for "
             f'{lifetime}), or select "click here" on the login page and sign in with your '
             "username and password.",
@@ -254,34 +253,92 @@ def reset_registration(target: User, actor: str) -> Callable[[], Note]:
     return tell
 
 
-def deactivate_user(target: User) -> None:
-    """Deactivate ``target`` and end their access (shared with the support console)."""
+NOTICE_NOT_SENT = "The email telling {name} about it could not be sent."
+
+
+def _notice(target: User, subject: str, text: str) -> Callable[[], Note | None]:
+    """The security notice of an account change, sent once the change is committed; a
+    note for whoever acted only if its email is already known to have failed."""
+
+    def tell() -> Note | None:
+        if notify(target, subject, text):
+            return None
+        return messages.WARNING, NOTICE_NOT_SENT.format(name=_named(target))
+
+    return tell
+
+
+def _now() -> str:
+    return timezone.localtime().strftime("%m/%d/%Y %I:%M %p")
+
+
+def deactivate_user(target: User, actor: str) -> Callable[[], Note | None]:
+    """Deactivate ``target`` and end their access (shared with the support console).
+    Returns the notice to send once committed; ``actor`` as the user reads it."""
     target.is_active = False
     target.save(update_fields=["is_active"])
     _void_access(target)
+    return _notice(
+        target,
+        "Your account was deactivated",
+        f"{actor} deactivated your {settings.CAREGATE_PORTAL_NAME} account on {_now()}. "
+        "You were signed out everywhere and can no longer sign in. If you need access "
+        "again, ask your provider administrator.",
+    )
 
 
-def reactivate_user(target: User) -> None:
+def reactivate_user(target: User, actor: str) -> Callable[[], Note | None]:
     target.is_active = True
     target.save(update_fields=["is_active"])
+    return _notice(
+        target,
+        "Your account was reactivated",
+        f"{actor} reactivated your {settings.CAREGATE_PORTAL_NAME} account on {_now()}. "
+        "You can sign in again with your password and your multi-factor authentication.",
+    )
+
+
+def _by_admin(admin: User) -> str:
+    return f"Your provider administrator {admin.display_name}"
 
 
 def _reset(request: HttpRequest, admin: User, target: User) -> Callable[[], Note]:
-    return reset_registration(target, f"Your provider administrator {admin.display_name}")
+    return reset_registration(target, _by_admin(admin))
 
 
-def _deactivate(request: HttpRequest, admin: User, target: User) -> None:
-    deactivate_user(target)
+def _deactivate(request: HttpRequest, admin: User, target: User) -> Callable[[], Note | None]:
+    return deactivate_user(target, _by_admin(admin))
 
 
-def _reactivate(request: HttpRequest, admin: User, target: User) -> None:
-    reactivate_user(target)
+def _reactivate(request: HttpRequest, admin: User, target: User) -> Callable[[], Note | None]:
+    return reactivate_user(target, _by_admin(admin))
 
 
-def _set_admin(value: bool) -> Callable[[HttpRequest, User, User], None]:
-    def apply(request: HttpRequest, admin: User, target: User) -> None:
+# The administrator role's notices: (subject, what happened), completed with who and when.
+_ROLE_NOTICES = {
+    True: (
+        "You are now a provider administrator",
+        "made you a provider administrator of {org} on {when}. You can now manage your "
+        "organization's users under SETUP, Manage Users.",
+    ),
+    False: (
+        "Your provider administrator role was removed",
+        "removed your provider administrator role on {when}. You keep your account but "
+        "can no longer manage your organization's users.",
+    ),
+}
+
+
+def _set_admin(value: bool) -> Callable[[HttpRequest, User, User], Callable[[], Note | None]]:
+    def apply(request: HttpRequest, admin: User, target: User) -> Callable[[], Note | None]:
         target.is_org_admin = value
         target.save(update_fields=["is_org_admin"])
+        subject, text = _ROLE_NOTICES[value]
+        return _notice(
+            target,
+            subject,
+            f"{_by_admin(admin)} " + text.format(org=target.organization, when=_now()),
+        )
 
     return apply
 
@@ -296,8 +353,8 @@ class Action:
     done: str
     offered: Callable[[User], bool]  # whether the details page offers it for this user
     # Returns what to do once the change is committed (emails), or None; that returns a
-    # note for the administrator (how the email went).
-    apply: Callable[[HttpRequest, User, User], Callable[[], Note] | None]
+    # note for the administrator (how the email went), or None.
+    apply: Callable[[HttpRequest, User, User], Callable[[], Note | None] | None]
     refusal: Callable[[User], str] = lambda target: ""
 
 

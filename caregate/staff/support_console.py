@@ -255,20 +255,24 @@ class SupportAction:
     explanation: str
     done: str
     # Makes the change (staff, target); returns what to do once it is committed, or None.
-    apply: Callable[[User, User], Callable[[], Note] | None]
+    apply: Callable[[User, User], Callable[[], Note | None] | None]
     state_refusal: Callable[[User], str]  # why the target's state does not allow it, or ""
 
     def refusal(self, target: User) -> str:
         return _staff_refusal(target) or self.state_refusal(target)
 
 
+def _by_support(staff: User) -> str:
+    return f"Our support team ({staff.display_name})"
+
+
 def _reset(staff: User, target: User) -> Callable[[], Note]:
-    return reset_registration(target, f"Our support team ({staff.display_name})")
+    return reset_registration(target, _by_support(staff))
 
 
 def _worded_as_in_manage_users(
     slug: str,
-    apply: Callable[[User, User], Callable[[], Note] | None],
+    apply: Callable[[User, User], Callable[[], Note | None] | None],
     *,
     explanation: str = "",
     state_refusal: Callable[[User], str] | None = None,
@@ -290,7 +294,7 @@ ACTIONS: dict[str, SupportAction] = {
     "reset-registration": _worded_as_in_manage_users("reset-registration", _reset),
     "deactivate": _worded_as_in_manage_users(
         "deactivate",
-        lambda staff, target: deactivate_user(target),
+        lambda staff, target: deactivate_user(target, _by_support(staff)),
         explanation=(
             "The user is signed out everywhere, remembered browsers are forgotten, and they "
             "cannot sign in until they are reactivated."
@@ -301,7 +305,7 @@ ACTIONS: dict[str, SupportAction] = {
         ),
     ),
     "reactivate": _worded_as_in_manage_users(
-        "reactivate", lambda staff, target: reactivate_user(target)
+        "reactivate", lambda staff, target: reactivate_user(target, _by_support(staff))
     ),
 }
 
