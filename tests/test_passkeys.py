@@ -324,3 +324,32 @@ def test_reset_registration_removes_the_users_passkeys(client, make_user, email_
     response = steps.post_assertion(browser, LOGIN_STAGE, device.get(steps.passkey_login(browser)))
     assert "_auth_user_id" not in browser.session
     assert "That passkey could not be used" in steps.page_text(response)
+
+
+def test_showing_the_add_page_again_keeps_one_challenge(me, email_user, make_user):
+    other = steps.signed_in(Client(), make_user(username="other.user", email="o@example.com"))
+    steps.verify_for_passkey(other)
+    other.get(ADD)
+    steps.verify_for_passkey(me)
+    for _ in range(30):
+        assert me.get(ADD).status_code == 200
+    assert PasskeyChallenge.objects.filter(user_id=email_user.pk).count() == 1
+    assert PasskeyChallenge.objects.count() == 2  # the other user's is untouched
+    credential = SoftAuthenticator().create(steps.options(me.get(ADD)))
+    response = me.post(ADD, {"name": "Laptop", "credential": credential})
+    assert response.status_code == 302  # the newest challenge still works
+
+
+def test_showing_the_passkey_login_again_keeps_one_challenge_per_attempt(settings, me):
+    settings.CAREGATE_PASSKEY_LOGIN = True
+    device = steps.enrol(me)
+    browser, stranger = Client(), Client()
+    steps.passkey_login(stranger)
+    steps.passkey_login(browser)
+    for _ in range(30):
+        assert browser.get(LOGIN_STAGE).status_code == 200
+    login = PasskeyChallenge.objects.filter(purpose=PasskeyChallenge.Purpose.LOGIN)
+    assert login.count() == 2  # this attempt's newest, and the stranger's
+    latest = steps.options(browser.get(LOGIN_STAGE))
+    response = steps.post_assertion(browser, LOGIN_STAGE, device.get(latest))
+    assert response.status_code == 302 and response.url == "/home/"

@@ -123,6 +123,13 @@ def issue_challenge(
     now = timezone.now()
     # Expired challenges are worthless: drop them as new ones are issued.
     PasskeyChallenge.objects.filter(expires_at__lt=now).delete()
+    # So are the earlier unused ones of the same ceremony (purpose, user, flow instance):
+    # only the newest can be used, since its page's flow state or session points at that
+    # one alone. Showing a passkey page again and again then keeps one row, not one per
+    # view (it was a listed gap: the pages are not rate-limited).
+    PasskeyChallenge.objects.filter(
+        purpose=purpose, user_id=user_id, flow_instance=flow_instance, used_at__isnull=True
+    ).delete()
     return PasskeyChallenge.objects.create(
         id=secrets.token_urlsafe(24),
         purpose=purpose,
