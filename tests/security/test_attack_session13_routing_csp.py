@@ -373,12 +373,13 @@ def test_debug_pages_are_answered_as_django_csp_does(client: Client, settings) -
 def test_an_identity_providers_endpoint_cannot_write_directives(
     client: Client, settings, forget_endpoints
 ) -> None:
-    # FAILS (Low; as before ab19e28, now also memoised): the discovery document's
-    # authorization/end-session endpoints go into form-action as scheme://netloc without a
-    # check, and urlsplit keeps ";" and spaces in a netloc. A provider (or whoever can
-    # answer or cache its discovery document) adds directives to every page's header;
-    # where the site's own script-src comes after form-action (the order is a set's,
-    # per process), the injected one is the one browsers apply.
+    # Found failing (Low; pre-existing, then also memoised by the CSP cache): the
+    # discovery document's authorization/end-session endpoints went into form-action as
+    # scheme://netloc without a check, and urlsplit keeps ";" and spaces in a netloc. A
+    # provider (or whoever can answer or cache its discovery document) added directives to
+    # every page's header; where the site's own script-src came after form-action (a
+    # set's order, per process), the injected one was the one browsers apply. Fixed:
+    # oidc._origin rebuilds the origin from the parsed host and port and checks it.
     settings.CAREGATE_OIDC_ISSUER = ISSUER
     settings.CAREGATE_OIDC_CLIENT_ID = "caregate"
     oidc._note_origins(
