@@ -118,18 +118,26 @@ def user_handle(user: User) -> str:
 
 
 def issue_challenge(
-    purpose: str, *, user_id: int | None = None, flow_instance: str = ""
+    purpose: str,
+    *,
+    user_id: int | None = None,
+    flow_instance: str = "",
+    replaces: object = None,
 ) -> PasskeyChallenge:
+    """A new challenge for one ceremony. ``replaces``: the challenge the same page held
+    before (its flow state's or session's pointer), used or not, which can no longer be
+    used once the pointer moves to the new one: it goes, so a page shown again and again
+    (or a refused try shown again) keeps one row, not one per view. Only that row goes,
+    and only if it has this ceremony's binding: another session of the same user keeps
+    its own (the attacker review of session 13: a binding-wide delete let a second
+    session void the first one's Add a passkey)."""
     now = timezone.now()
     # Expired challenges are worthless: drop them as new ones are issued.
     PasskeyChallenge.objects.filter(expires_at__lt=now).delete()
-    # So are the earlier unused ones of the same ceremony (purpose, user, flow instance):
-    # only the newest can be used, since its page's flow state or session points at that
-    # one alone. Showing a passkey page again and again then keeps one row, not one per
-    # view (it was a listed gap: the pages are not rate-limited).
-    PasskeyChallenge.objects.filter(
-        purpose=purpose, user_id=user_id, flow_instance=flow_instance, used_at__isnull=True
-    ).delete()
+    if isinstance(replaces, str) and replaces:
+        PasskeyChallenge.objects.filter(
+            pk=replaces, purpose=purpose, user_id=user_id, flow_instance=flow_instance
+        ).delete()
     return PasskeyChallenge.objects.create(
         id=secrets.token_urlsafe(24),
         purpose=purpose,

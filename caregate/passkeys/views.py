@@ -112,9 +112,19 @@ def start_add(request: HttpRequest) -> HttpResponse:
 
 
 def _add_page(
-    request: HttpRequest, *, name: str = "", error: str = "", status: int = 200
+    request: HttpRequest,
+    *,
+    name: str = "",
+    error: str = "",
+    status: int = 200,
+    replaces: object = None,
 ) -> HttpResponse:
-    issued = ceremony.issue_challenge(PasskeyChallenge.Purpose.REGISTER, user_id=request.user.pk)
+    # This session's earlier challenge (or the one a refused try used up) goes.
+    issued = ceremony.issue_challenge(
+        PasskeyChallenge.Purpose.REGISTER,
+        user_id=request.user.pk,
+        replaces=replaces or request.session.get(ENROL_POINTER),
+    )
     request.session[ENROL_POINTER] = issued.pk
     options = json.loads(ceremony.registration_options(request.user, bytes(issued.challenge)))
     context = {"options": options, "name": name, "error": error}
@@ -131,12 +141,11 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
             error=NAME_NEEDED,
             status=400,
         )
+    pointer = request.session.pop(ENROL_POINTER, None)
     try:
         # Used up first, committed whatever follows: one try per challenge.
         challenge = ceremony.consume_challenge(
-            request.session.pop(ENROL_POINTER, None),
-            PasskeyChallenge.Purpose.REGISTER,
-            user_id=user.pk,
+            pointer, PasskeyChallenge.Purpose.REGISTER, user_id=user.pk
         )
         with transaction.atomic():
             passkey = ceremony.register(user, request.POST.get("credential", ""), challenge, name)
@@ -147,7 +156,7 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
         error = {"no-response": NO_RESPONSE, "already-enrolled": DUPLICATE}.get(
             refusal.reason, REFUSED
         )
-        return _add_page(request, name=name, error=error, status=400)
+        return _add_page(request, name=name, error=error, status=400, replaces=pointer)
     notify(
         user,
         "New passkey",

@@ -79,7 +79,7 @@ class PasskeyAssertion:
                 )
                 self._audit(request, state, "success", assertion.user, assertion.passkey.pk)
         except ceremony.Refused as refusal:
-            return self._refused(request, state, own, user, refusal)
+            return self._refused(request, state, own, user, refusal, pointer)
         return Advance(
             {
                 "user_id": assertion.user.pk,
@@ -96,6 +96,7 @@ class PasskeyAssertion:
         own: dict[str, Any],
         user: User | None,
         refusal: ceremony.Refused,
+        pointer: object,
     ) -> Render:
         owner = refusal.passkey.user if refusal.passkey is not None else user
         passkey_id = refusal.passkey.pk if refusal.passkey is not None else None
@@ -106,7 +107,7 @@ class PasskeyAssertion:
             error = CLONED
         else:
             error = REFUSED
-        return self._render(state, own, user, error=error)
+        return self._render(state, own, user, error=error, replaces=pointer)
 
     def _audit(
         self,
@@ -129,10 +130,20 @@ class PasskeyAssertion:
         )
 
     def _render(
-        self, state: FlowState, own: dict[str, Any], user: User | None, *, error: str = ""
+        self,
+        state: FlowState,
+        own: dict[str, Any],
+        user: User | None,
+        *,
+        error: str = "",
+        replaces: object = None,
     ) -> Render:
+        # The challenge this page showed before (or the one a refused try used up) goes.
         issued = ceremony.issue_challenge(
-            self.purpose, user_id=user.pk if user else None, flow_instance=state.id
+            self.purpose,
+            user_id=user.pk if user else None,
+            flow_instance=state.id,
+            replaces=replaces or own.get("challenge"),
         )
         own["challenge"] = issued.pk
         options = ceremony.authentication_options(bytes(issued.challenge), user)
