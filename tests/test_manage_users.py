@@ -497,6 +497,10 @@ def test_each_change_is_told_to_the_user_by_email_and_message(
     mail_subject, body = sent[-1]
     assert mail_subject.endswith(f": {subject}")
     assert "Your provider administrator Daisy Admin" in body and words in body
+    # Someone else made the change: not "if you did not make this change".
+    assert body.endswith(
+        "If you did not expect this change, call the help desk at 1-800-555-0100."
+    )
     message = Message.objects.filter(recipient=member).latest("id")
     assert message.subject == subject and message.body == body
 

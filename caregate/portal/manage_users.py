@@ -36,7 +36,7 @@ from caregate.delivery.email import describe_seconds
 from caregate.flows.registration_links import send_registration_link
 from caregate.portal.decorators import org_admin_page
 from caregate.portal.forms import CaseSearchForm
-from caregate.portal.notices import notify
+from caregate.portal.notices import NOT_EXPECTED, notify
 from caregate.security import sessions
 from caregate.verification.models import RememberedBrowser
 from caregate.verification.phones import mask_phone
@@ -245,6 +245,7 @@ def reset_registration(target: User, actor: str) -> Callable[[], Note]:
             "sign in again, register again: follow the link we emailed you (it works for "
             f'{lifetime}), or select "click here" on the login page and sign in with your '
             "username and password.",
+            ending=NOT_EXPECTED,
         )
         if send_registration_link(target):
             return messages.INFO, LINK_SENT.format(lifetime=lifetime)
@@ -261,7 +262,7 @@ def _notice(target: User, subject: str, text: str) -> Callable[[], Note | None]:
     note for whoever acted only if its email is already known to have failed."""
 
     def tell() -> Note | None:
-        if notify(target, subject, text):
+        if notify(target, subject, text, ending=NOT_EXPECTED):
             return None
         return messages.WARNING, NOTICE_NOT_SENT.format(name=_named(target))
 

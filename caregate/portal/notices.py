@@ -17,13 +17,24 @@ NOT_YOU = (
     "If you did not make this change, call the help desk at {phone} at once: someone else "
     "may know your password."
 )
+# For a change someone else made to the account (an administrator, the support team):
+# "if you did not make this change" would be true of every such notice.
+NOT_EXPECTED = "If you did not expect this change, call the help desk at {phone}."
 
 
-def notify(user: User, subject: str, text: str, *, email_to: list[str] | None = None) -> bool:
+def notify(
+    user: User,
+    subject: str,
+    text: str,
+    *,
+    email_to: list[str] | None = None,
+    ending: str = NOT_YOU,
+) -> bool:
     """Tell ``user`` about a security change by email (to ``email_to``, default the
     account's address, through the delivery worker) and in the Message Center; False if
-    the email is already known to have failed."""
-    body = f"{text}\n\n{NOT_YOU.format(phone=settings.CAREGATE_SUPPORT_PHONE)}"
+    the email is already known to have failed. ``ending``: NOT_YOU for the user's own
+    changes, NOT_EXPECTED for someone else's."""
+    body = f"{text}\n\n{ending.format(phone=settings.CAREGATE_SUPPORT_PHONE)}"
     if user.organization_id is not None:
         Message.objects.create(
             organization_id=user.organization_id, recipient=user, subject=subject, body=body
