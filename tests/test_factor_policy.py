@@ -352,7 +352,7 @@ def test_aal2_staff_with_a_phishing_resistant_amr_sign_in(aal2, staff_settings, 
 def test_aal2_staff_without_one_are_refused(aal2, staff_settings, amr) -> None:
     with pytest.raises(StaffRefused) as refused:
         staff_account(_claims(amr))
-    assert refused.value.reason == "no-mfa"
+    assert refused.value.reason == "weak-mfa"
     (event,) = events("factor-policy.staff", "refused")
     assert event.detail["amr"] == amr
 

@@ -120,11 +120,11 @@ def _check(found: StaffClaims) -> None:
     if settings.CAREGATE_OIDC_REQUIRE_MFA and not shows_mfa(found.amr, found.acr):
         raise StaffRefused("no-mfa")
     if not policy.staff_amr_allowed(found.amr):
-        # The factor policy ("aal2", or CAREGATE_STAFF_REQUIRED_AMR) asks for a
-        # phishing-resistant method at the provider: the "no-mfa" page tells the staff
-        # member to sign in again with their (stronger) second factor.
+        # The factor policy ("aal2", or CAREGATE_STAFF_REQUIRED_AMR) asks for a method the
+        # provider did not report using (a phishing-resistant one under aal2): its own
+        # page says so, not the no-MFA one, since a second factor may well have been used.
         record("factor-policy.staff", "refused", subject=found.subject, amr=list(found.amr))
-        raise StaffRefused("no-mfa")
+        raise StaffRefused("weak-mfa")
     if found.email_unverified:
         raise StaffRefused("email-unverified")
     if not found.email:

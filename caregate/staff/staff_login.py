@@ -50,6 +50,12 @@ REFUSALS = {
         "Your sign-in at {brand} did not use multi-factor authentication, which this "
         "portal requires. Sign out of {brand} and sign in again with your second factor."
     ),
+    "weak-mfa": (
+        "Your sign-in at {brand} did not use a second factor this portal accepts for staff: "
+        "it requires a phishing-resistant one, such as a security key or a passkey. Sign "
+        "out of {brand} and sign in again with it; if you have none, contact the IT help "
+        "desk."
+    ),
     "no-email": "Your {brand} account has no email address. Please contact the IT help desk.",
     "email-unverified": (
         "{brand} has not verified the email address of your account. Please contact the "
