@@ -21,6 +21,7 @@ from caregate.delivery.models import OutboxMessage
 from caregate.factors import policy
 from caregate.factors.policy_models import FactorPolicyGrace
 from caregate.factors.policy_settings import policy_problems
+from caregate.flows.stages.factor_choice import EMAIL_NOT_ACCEPTED
 from caregate.passkeys.models import Passkey
 from caregate.staff.identity import StaffRefused, staff_account
 from tests import passkey_steps
@@ -167,6 +168,8 @@ def test_aal2_email_user_with_an_app_chooses_it(aal2, client, email_user) -> Non
     assert "Try another way" in text(page)
     assert "Email a code to my email address" not in text(page)
     assert "Enter a code from my authenticator app" in text(page)
+    # Every account has an address: the list says why email is not among the ways.
+    assert EMAIL_NOT_ACCEPTED in text(client.get(f"{EMAIL_CODE}?another-way"))
     # Send on the code page shows the list again; no code is emailed.
     client.post(EMAIL_CODE, {"action": "send"})
     assert not OutboxMessage.objects.filter(to=email_user.email).exists()
@@ -180,6 +183,14 @@ def test_aal2_email_user_with_an_app_chooses_it(aal2, client, email_user) -> Non
 def test_the_standard_profile_keeps_email(client, email_user) -> None:
     response = email_login(client, email_user)
     assert response.url == "/home/"
+
+
+def test_the_standard_profiles_list_says_nothing_of_email(client, email_user) -> None:
+    give_app(email_user)
+    to_code_page(client, email_user)
+    listing = text(client.get(f"{EMAIL_CODE}?another-way"))
+    assert "Enter a code from my authenticator app" in listing
+    assert EMAIL_NOT_ACCEPTED not in listing
 
 
 def test_a_factor_taken_out_of_the_allowed_list_is_off_too(settings, client, email_user) -> None:

@@ -32,6 +32,11 @@ from caregate.flows.events import record_step
 ANOTHER_WAY = "another-way"  # ?another-way: the list of choices (a GET: writes nothing)
 NOT_OFFERED = "That way of signing in is not available for your account."
 TURNED_OFF = {"email": "An emailed code", "phone": "A code sent to your phone"}
+# Said on the list when the deployment's policy takes email out (aal2): every account has
+# an address, so its absence from the choices needs a reason.
+EMAIL_NOT_ACCEPTED = (
+    "An emailed code is not offered: this portal does not accept it as a second factor."
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,12 @@ class FactorChoice:
         options = self.choices(state)
         chosen = self.chosen(state)
         current = chosen.key if chosen is not None else ""
-        context: dict[str, Any] = {"options": options, "current": current, "error": error}
+        context: dict[str, Any] = {
+            "options": options,
+            "current": current,
+            "error": error,
+            "policy_note": "" if policy.allowed("email") else EMAIL_NOT_ACCEPTED,
+        }
         return Render(context, template="factors/choose_factor.html")
 
     def _with_link(self, state: FlowState, factor: SecondFactor, result: Render) -> Render:
