@@ -11,6 +11,7 @@ from unittest import mock
 import pytest
 from django.test import Client
 
+from caregate.accounts.models import User
 from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
 from caregate.factors import registry
@@ -353,3 +354,39 @@ def test_showing_the_passkey_login_again_keeps_one_challenge_per_attempt(setting
     latest = steps.options(browser.get(LOGIN_STAGE))
     response = steps.post_assertion(browser, LOGIN_STAGE, device.get(latest))
     assert response.status_code == 302 and response.url == "/home/"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"email": "someone.else@example.com"},
+        {"phone_number": "+12025550199", "mfa_method": "phone"},
+        {"mfa_method": "none"},
+        {"mfa_registered_at": "2020-01-01T00:00:00Z"},
+    ],
+)
+def test_a_factor_changed_after_the_proof_voids_the_ticket(me, email_user, change):
+    """The user reacting to a stolen phone or mailbox (or a reset) in the ticket's minutes:
+    a session that proved the old factor cannot add a passkey with that proof."""
+    steps.verify_for_passkey(me)
+    assert me.get(ADD).status_code == 200
+    User.objects.filter(pk=email_user.pk).update(**change)
+    assert me.get(ADD).status_code == 403
+    assert not Passkey.objects.exists()
+
+
+def test_an_app_removed_after_the_proof_voids_the_ticket(me, email_user):
+    from caregate.factors.models import AuthenticatorApp
+    from tests.factor_steps import give_app
+
+    give_app(email_user)
+    steps.verify_for_passkey(me)
+    assert me.get(ADD).status_code == 200
+    AuthenticatorApp.objects.filter(user=email_user).delete()
+    assert me.get(ADD).status_code == 403
+
+
+def test_a_change_to_the_name_leaves_the_ticket(me, email_user):
+    steps.verify_for_passkey(me)
+    User.objects.filter(pk=email_user.pk).update(first_name="Renamed")
+    assert me.get(ADD).status_code == 200

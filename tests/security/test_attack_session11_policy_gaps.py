@@ -109,7 +109,7 @@ def test_a_passkey_ticket_does_not_follow_a_sign_out_and_in(make_user) -> None:
     phone_login(client, admin)
     verify_for_passkey(client)
     old_key = client.session.session_key
-    assert cache.get(f"caregate:passkeys:add-ticket:{old_key}") == admin.pk
+    assert cache.get(f"caregate:passkeys:add-ticket:{old_key}")["user"] == admin.pk
     # Another session of the same user does not hold it.
     other = Client()
     phone_login(other, admin)
