@@ -141,6 +141,11 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
             error=NAME_NEEDED,
             status=400,
         )
+    # One passkey per proof of the current factor: the ticket is used up before the
+    # registration (two tabs posting at once: one gets it), and given back if refused.
+    ticket = flows.take_ticket(request)
+    if ticket is None:
+        return _page(request, "passkeys/verify_first.html", {}, status=403)
     pointer = request.session.pop(ENROL_POINTER, None)
     try:
         # Used up first, committed whatever follows: one try per challenge.
@@ -150,8 +155,8 @@ def _finish_add(request: HttpRequest) -> HttpResponse:
         with transaction.atomic():
             passkey = ceremony.register(user, request.POST.get("credential", ""), challenge, name)
             record("passkey.enrol", "success", request=request, user=user, passkey_id=passkey.pk)
-        flows.use_ticket(request)  # one passkey per proof of the current factor
     except ceremony.Refused as refusal:
+        flows.give_back(request, ticket)
         record("passkey.enrol", "refused", request=request, user=user, reason=refusal.reason)
         error = {"no-response": NO_RESPONSE, "already-enrolled": DUPLICATE}.get(
             refusal.reason, REFUSED

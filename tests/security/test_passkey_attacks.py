@@ -74,7 +74,8 @@ def test_a_replayed_registration_response_is_refused(me, email_user):
 
 
 def test_two_concurrent_registration_finishes_add_one_passkey(me, monkeypatch):
-    """The second finish lands while the first is verifying: the challenge is used up."""
+    """The second finish lands while the first is verifying: the ticket (one passkey per
+    proof) is already used up, so it is refused before it reaches the challenge."""
     device = SoftAuthenticator()
     credential = device.create(steps.options(steps.add_page(me)))
     session_key = me.cookies[settings.SESSION_COOKIE_NAME].value
@@ -92,9 +93,9 @@ def test_two_concurrent_registration_finishes_add_one_passkey(me, monkeypatch):
 
     monkeypatch.setattr(ceremony, "register", racing)
     assert me.post(ADD, {"name": "A", "credential": credential}).status_code == 302
-    assert inner == [400]
+    assert inner == [403]
     assert list(Passkey.objects.values_list("name", flat=True)) == ["A"]
-    assert refusals("passkey.enrol") == ["used-challenge"]
+    assert refusals("passkey.enrol") == []
 
 
 @pytest.mark.parametrize(
