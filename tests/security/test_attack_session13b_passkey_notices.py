@@ -30,9 +30,11 @@ from caregate.portal import queries
 from caregate.portal.models import Message
 from tests import passkey_steps as steps
 from tests.passkey_steps import ADD, LOGIN_STAGE, SECOND_FACTOR_STAGE
-from tests.test_manage_users import named, post_action, sign_in
+from tests.test_manage_users import admin, admin_client, named, post_action, sign_in
 from tests.test_support_console import post_action as support_post
 from tests.webauthn_soft import SoftAuthenticator
+
+__all__ = ["admin", "admin_client"]  # Manage Users' fixtures, as its tests use them
 
 Purpose = PasskeyChallenge.Purpose
 
@@ -41,16 +43,6 @@ Purpose = PasskeyChallenge.Purpose
 def second_factor_flow() -> Iterator[None]:
     with mock.patch.dict(FLOWS, {steps.SECOND_FACTOR_FLOW.name: steps.SECOND_FACTOR_FLOW}):
         yield
-
-
-@pytest.fixture
-def admin(make_user) -> User:
-    return named(make_user(username="daisy.admin", is_org_admin=True), "Daisy", "Admin")
-
-
-@pytest.fixture
-def admin_client(client: Client, admin: User) -> Client:
-    return sign_in(client, admin)
 
 
 @pytest.fixture
