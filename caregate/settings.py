@@ -49,11 +49,13 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "csp",
     "django_tasks",
+    # Before django_tasks_db: its db_worker command is ours, woken by NOTIFY
+    # (caregate/delivery/management/commands/db_worker.py).
+    "caregate.delivery",
     "django_tasks_db",  # the task queue's database backend (background delivery)
     "caregate.accounts",
     "caregate.audit",
     "caregate.verification",
-    "caregate.delivery",
     "caregate.flows",
     "caregate.portal",
     "caregate.staff",
