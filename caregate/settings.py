@@ -243,7 +243,7 @@ CAREGATE_TRUSTED_PROXY_COUNT = env_int("CAREGATE_TRUSTED_PROXY_COUNT", 0)
 # --- email ----------------------------------------------------------------------------
 _EMAIL_BACKENDS = {
     "outbox": "caregate.delivery.outbox.OutboxEmailBackend",
-    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+    "smtp": "caregate.delivery.smtp.EmailBackend",  # Django's, its connection kept open
     "console": "django.core.mail.backends.console.EmailBackend",
 }
 _email_backend = env_str("CAREGATE_EMAIL_BACKEND", "smtp" if PRODUCTION else "outbox")

@@ -74,7 +74,8 @@ def test_a_rolled_back_task_wakes_nobody(database_backend, listener):
 
 def test_several_tasks_at_once_wake_the_worker_once(database_backend, listener):
     for _ in range(3):
-        queue_one()
+        queue_one()  # three transactions: three notifications
+    time.sleep(0.5)  # all three have reached the listening connection
     assert listener.wait(5) is True
     # The worker runs every due task before it waits again: the rest were drained.
     assert listener.wait(0.3) is False

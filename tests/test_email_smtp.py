@@ -1,18 +1,23 @@
-"""The code email through Django's SMTP backend to a real SMTP server (aiosmtpd)."""
+"""The code email through the SMTP backend (caregate/delivery/smtp.py: Django's, its
+connection kept open between messages) to a real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
 import email
 import re
+import smtplib
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import policy
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.core.mail import EmailMessage
 
 from caregate.audit.models import AuditEvent
+from caregate.delivery import smtp
 from caregate.verification.models import VerificationCode
 from tests.conftest import PASSWORD
 
@@ -28,6 +33,12 @@ class Collector:
     def __init__(self, refuse: bool = False) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.refuse = refuse
+        self.sessions = 0  # connections that said EHLO
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses) -> list[str]:
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_DATA(self, server, session, envelope) -> str:
         if self.refuse:
@@ -43,7 +54,7 @@ def free_port() -> int:
 
 
 def smtp_settings(settings, port: int) -> None:
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "caregate.delivery.smtp.EmailBackend"  # production's
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = port
     settings.EMAIL_HOST_USER = ""
@@ -61,6 +72,14 @@ def serve(handler: Collector, port: int | None = None) -> Iterator[Controller]:
         yield controller
     finally:
         controller.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_kept_connection() -> Iterator[None]:
+    """Each test starts and ends without this thread's kept SMTP connection."""
+    smtp.discard()
+    yield
+    smtp.discard()
 
 
 @pytest.fixture
@@ -139,3 +158,66 @@ def test_retry_after_the_smtp_server_comes_back(client, email_user, settings):
         page = client.post(EMAIL_CODE, {"action": "send"}).content.decode()
     assert "Verification code has been sent to your inbox." in page
     assert len(handler.messages) == 1
+
+
+# --- the kept connection (caregate/delivery/smtp.py) ------------------------------------
+def mail(to: str = "someone@example.com") -> int:
+    return EmailMessage("Code", "Your code is 123456", None, [to]).send(fail_silently=False)
+
+
+def test_one_connection_carries_message_after_message(smtp_server):
+    for n in range(3):
+        assert mail(f"user{n}@example.com") == 1
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.sessions == 1  # Django alone: three connections
+
+
+def test_a_connection_the_server_dropped_is_replaced_before_the_next_message(settings):
+    port = free_port()
+    smtp_settings(settings, port)
+    first = Collector()
+    with serve(first, port):
+        mail()
+    second = Collector()
+    with serve(second, port):  # the server restarted: the kept socket is dead
+        assert mail() == 1  # found by NOOP and replaced, not a failed attempt
+    assert len(second.messages) == 1
+    assert second.sessions == 1
+
+
+def test_an_idle_connection_is_not_reused(smtp_server, monkeypatch):
+    mail()
+    monkeypatch.setattr(smtp, "IDLE_SECONDS", 0.0)  # every connection is now too old
+    mail()
+    assert smtp_server.sessions == 2
+
+
+def test_other_server_settings_get_their_own_connection(smtp_server, settings):
+    mail()
+    other = Collector()
+    with serve(other) as controller:
+        smtp_settings(settings, controller.port)
+        mail()
+    assert len(other.messages) == 1
+    assert len(smtp_server.messages) == 1
+
+
+def test_a_refused_message_drops_the_connection(settings):
+    handler = Collector(refuse=True)
+    with serve(handler) as controller:
+        smtp_settings(settings, controller.port)
+        with pytest.raises(smtplib.SMTPDataError):
+            mail()
+        handler.refuse = False
+        assert mail() == 1
+    assert handler.sessions == 2
+
+
+def test_each_thread_has_its_own_connection(smtp_server):
+    mail()
+    worker = threading.Thread(target=mail)
+    worker.start()
+    worker.join()
+    mail()
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.sessions == 2  # this thread's (kept) and the other thread's

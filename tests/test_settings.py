@@ -166,7 +166,7 @@ def test_production_defaults_are_safe():
     assert values["SECURE_SSL_REDIRECT"] is True
     assert values["SECURE_HSTS_SECONDS"] >= 31536000
     assert values["CAREGATE_DEV_OUTBOX"] is False
-    assert values["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert values["EMAIL_BACKEND"] == "caregate.delivery.smtp.EmailBackend"
     assert values["CAREGATE_PHONE_BACKEND"] == "twilio"
     assert values["ALLOWED_HOSTS"] == [HOST]
     assert values["SESSION_COOKIE_HTTPONLY"] is True
