@@ -32,7 +32,13 @@ from django_tasks_db.management.commands import db_worker as upstream
 from caregate.delivery import tasks, wakeup
 from caregate.delivery.management.commands import db_worker as ours
 from tests.served import Inbox, free_port
-from tests.test_two_processes import drop_database, postgres_url, recreate_database, with_database
+from tests.test_two_processes import (
+    Deployment,
+    drop_database,
+    postgres_url,
+    recreate_database,
+    with_database,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 30  # seconds: far longer than any wait below, so only a notification explains it
@@ -115,22 +121,10 @@ UPSTREAM_RUN_SHA256 = "99b3cb9412f20cf9bb12d4ee0144a6739f033bed62350dab487a616d7
 
 # --- a real worker process --------------------------------------------------------------
 @dataclass
-class Queue:
-    env: dict[str, str]
-    database_url: str
-    inbox: Inbox
+class Queue(Deployment):
+    """The two-process test's deployment settings (and its ``manage``), with no server."""
 
-    def manage(self, *args: str) -> None:
-        result = subprocess.run(
-            [str(ROOT / ".venv/bin/python"), "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+    database_url: str = ""
 
     def queue(self, to: str, *, later_seconds: float = 0) -> None:
         """Queue one email from a process of its own, as a request would."""
