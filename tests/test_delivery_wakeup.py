@@ -96,6 +96,16 @@ def test_a_task_queued_to_run_later_wakes_nobody(database_backend, listener):
     assert listener.wait(5) is True
 
 
+def test_a_quiet_listener_checks_its_connection_and_goes_on(listener, monkeypatch):
+    # Quiet for PING_AFTER_SECONDS: it sends a NOTIFY through Django's connection and hears
+    # it come back (a dead connection would raise ListenerLost instead: the session-14
+    # review's test with a silent relay, tests/security/).
+    monkeypatch.setattr(wakeup, "PING_AFTER_SECONDS", 0.0)
+    assert listener.wait(0.2) is True
+    monkeypatch.setattr(wakeup, "PING_AFTER_SECONDS", 30.0)
+    assert listener.wait(0.3) is False  # it just heard: no ping
+
+
 def test_the_immediate_backend_runs_the_task_in_the_request_and_notifies_nobody(
     settings, listener
 ):

@@ -87,20 +87,24 @@ class EmailBackend(smtp.EmailBackend):
         return False  # kept for the next message: send_messages must not close it
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
-        try:
-            sent = super().send_messages(email_messages)
-        except BaseException:
-            discard()
-            self.connection = None
-            raise
-        kept: _Kept | None = getattr(_kept, "entry", None)
-        if kept is not None and kept.connection is self.connection:
-            if sent < len(email_messages):
-                discard()  # failed silently: do not trust the connection further
-            else:
-                kept.used = time.monotonic()
-        self.connection = None  # the kept entry owns it now
-        return sent
+        # The parent's lock (an RLock) held throughout: a backend instance shared by two
+        # threads must not let the second find the first thread's connection in
+        # self.connection before it is handed back.
+        with self._lock:
+            try:
+                sent = super().send_messages(email_messages)
+            except BaseException:
+                discard()
+                self.connection = None
+                raise
+            kept: _Kept | None = getattr(_kept, "entry", None)
+            if kept is not None and kept.connection is self.connection:
+                if sent < len(email_messages):
+                    discard()  # failed silently: do not trust the connection further
+                else:
+                    kept.used = time.monotonic()
+            self.connection = None  # the kept entry owns it now
+            return sent
 
 
 def discard() -> None:

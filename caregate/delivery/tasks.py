@@ -432,8 +432,15 @@ def _send_email(delivery: Delivery) -> Outcome:
     except smtplib.SMTPResponseException as exc:
         # 5xx: the server refused this message for good; 4xx: try again later.
         return Outcome(False, error=f"smtp-{exc.smtp_code}", retry=exc.smtp_code < 500)
-    except smtplib.SMTPRecipientsRefused:
-        return Outcome(False, error="smtp-recipients-refused")
+    except smtplib.SMTPRecipientsRefused as exc:
+        # Every recipient refused at RCPT: 4xx (greylisting, a full mailbox, a 421 from a
+        # server closing a kept connection) is worth another attempt, 5xx is final.
+        codes = [code for code, _ in exc.recipients.values()]
+        return Outcome(
+            False,
+            error="smtp-recipients-refused",
+            retry=any(code < 500 for code in codes),
+        )
     except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         logger.warning("could not reach the mail server: %s", type(exc).__name__)
         return Outcome(False, error=type(exc).__name__, retry=True)
