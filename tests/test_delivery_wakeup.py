@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -214,14 +215,15 @@ def stop(process: subprocess.Popen) -> int:
         raise
 
 
-@pytest.fixture(scope="module")
-def queue() -> Iterator[Queue]:
+@contextmanager
+def queue_on(suffix: str, inbox: Inbox) -> Iterator[Queue]:
+    """A migrated database of its own (``<test database>_<suffix>``) and an SMTP server
+    answered by ``inbox``, for worker processes and manage.py commands."""
     url = postgres_url()
-    name = f"{urlsplit(url).path.lstrip('/') or 'caregate'}_wakeup"
+    name = f"{urlsplit(url).path.lstrip('/') or 'caregate'}_{suffix}"
     recreate_database(url, name)
-    inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
+    server = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    server.start()
     keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"}
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.update(
@@ -230,8 +232,8 @@ def queue() -> Iterator[Queue]:
             "CAREGATE_TASKS_BACKEND": "database",
             "CAREGATE_EMAIL_BACKEND": "smtp",
             "EMAIL_HOST": "127.0.0.1",
-            "EMAIL_PORT": str(smtp.port),
-            "CAREGATE_CACHE_PREFIX": f"wakeup-{secrets.token_hex(4)}",
+            "EMAIL_PORT": str(server.port),
+            "CAREGATE_CACHE_PREFIX": f"{suffix}-{secrets.token_hex(4)}",
             "CAREGATE_LOG_LEVEL": "WARNING",
         }
     )
@@ -240,8 +242,14 @@ def queue() -> Iterator[Queue]:
         setup.manage("migrate", "--noinput", "--verbosity", "0")
         yield setup
     finally:
-        smtp.stop()
+        server.stop()
         drop_database(url, name)
+
+
+@pytest.fixture(scope="module")
+def queue() -> Iterator[Queue]:
+    with queue_on("wakeup", Inbox()) as setup:
+        yield setup
 
 
 def test_a_queued_email_is_sent_at_once_though_the_worker_polls_every_30_seconds(queue):

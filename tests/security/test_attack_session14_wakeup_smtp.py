@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import signal
 import smtplib
 import socket
@@ -19,7 +18,6 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -35,11 +33,11 @@ from tests.test_delivery_wakeup import (  # noqa: F401 (fixtures)
     Queue,
     database_backend,
     listener,
+    queue_on,
     queue_one,
     stop,
 )
 from tests.test_email_smtp import Collector, free_port, serve, smtp_settings
-from tests.test_two_processes import drop_database, postgres_url, recreate_database, with_database
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -486,32 +484,8 @@ class SlowInbox(Inbox):
 
 @pytest.fixture(scope="module")
 def slow_queue():
-    url = postgres_url()
-    name = f"{urlsplit(url).path.lstrip('/') or 'review14'}_s14"
-    recreate_database(url, name)
-    inbox = SlowInbox()
-    server = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    server.start()
-    keep = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"}
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        {
-            "DATABASE_URL": with_database(url, name),
-            "CAREGATE_TASKS_BACKEND": "database",
-            "CAREGATE_EMAIL_BACKEND": "smtp",
-            "EMAIL_HOST": "127.0.0.1",
-            "EMAIL_PORT": str(server.port),
-            "CAREGATE_CACHE_PREFIX": f"s14-{secrets.token_hex(4)}",
-            "CAREGATE_LOG_LEVEL": "WARNING",
-        }
-    )
-    setup = Queue(env=env, database_url=with_database(url, name), inbox=inbox)
-    try:
-        setup.manage("migrate", "--noinput", "--verbosity", "0")
+    with queue_on("s14", SlowInbox()) as setup:
         yield setup
-    finally:
-        server.stop()
-        drop_database(url, name)
 
 
 def delivery_status(queue: Queue, to: str) -> list[str]:
