@@ -37,7 +37,14 @@ from tests.test_delivery_wakeup import (  # noqa: F401 (fixtures)
     queue_one,
     stop,
 )
-from tests.test_email_smtp import Collector, free_port, serve, smtp_settings
+from tests.test_email_smtp import (  # noqa: F401 (fixtures)
+    Collector,
+    free_port,
+    no_kept_connection,
+    serve,
+    smtp_server,
+    smtp_settings,
+)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -77,13 +84,6 @@ def outcome_for(to: str) -> tasks.Outcome:
     """tasks.py's one email attempt (what the worker records for a delivery)."""
     delivery = SimpleNamespace(destination=to, subject="Code", body="Your code is 123456")
     return tasks._send_email(delivery)
-
-
-@pytest.fixture(autouse=True)
-def no_kept_connection():
-    smtp.discard()
-    yield
-    smtp.discard()
 
 
 @pytest.fixture
@@ -234,11 +234,11 @@ def test_held_new_credentials_get_a_new_connection_and_are_the_ones_used(setting
     assert handler.sessions == 2
 
 
-def test_held_a_forked_child_never_writes_on_the_parents_connection(smtp_server_pair):
+def test_held_a_forked_child_never_writes_on_the_parents_connection(smtp_server):  # noqa: F811
     """A fork (gunicorn --preload after a send, a subprocess helper): the child opens its
     own connection, its discard() does not QUIT the parent's, and the parent's kept
     connection still carries its next message."""
-    handler = smtp_server_pair
+    handler = smtp_server
     assert mail("parent-1@example.com") == 1
     pid = os.fork()
     if pid == 0:  # the child
@@ -259,16 +259,9 @@ def test_held_a_forked_child_never_writes_on_the_parents_connection(smtp_server_
     ]
 
 
-@pytest.fixture
-def smtp_server_pair(settings):
-    handler = Collector()
-    with serve(handler) as controller:
-        smtp_settings(settings, controller.port)
-        yield handler
-
-
 def test_found_one_backend_instance_shared_by_two_threads_never_shares_a_socket(
-    smtp_server_pair, monkeypatch
+    smtp_server,  # noqa: F811
+    monkeypatch,
 ):
     """Found (low, latent: Caregate's own code makes a backend per message): Django's
     SMTP backend may be shared between threads (its send_messages holds self._lock). The
