@@ -193,6 +193,21 @@ def access_lines(log: Path) -> list[dict]:
     return [line for line in lines if line.get("logger") == "gunicorn.access"]
 
 
+def access_line(log: Path, request_id: str) -> dict:
+    """The one access line of a request, once written.
+
+    gunicorn logs a request after it has sent the response, so the client may read the
+    log before the line is there: wait a little for it.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        found = [e for e in access_lines(log) if e["request_id"] == request_id]
+        if found or time.monotonic() > deadline:
+            (line,) = found
+            return line
+        time.sleep(0.05)
+
+
 def test_a_sign_in_started_on_one_process_finishes_on_the_other(two_processes):
     first, second, deployment = two_processes
     browser = Browser()
@@ -214,11 +229,7 @@ def test_a_sign_in_started_on_one_process_finishes_on_the_other(two_processes):
     home = browser.get(f"{second}/home/")
     assert home.status_code == 200 and "Sign out" in home.text
     # Production logs: one JSON access line per request, named by the response's id.
-    (line,) = [
-        e
-        for e in access_lines(deployment.logs[1])
-        if e["request_id"] == home.headers["X-Request-ID"]
-    ]
+    line = access_line(deployment.logs[1], home.headers["X-Request-ID"])
     assert line["path"] == "/home/" and line["status"] == 200
 
 
