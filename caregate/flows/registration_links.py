@@ -22,6 +22,7 @@ from caregate.delivery.email import describe_seconds, queue_email
 from caregate.delivery.phone import public_url
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION
 from caregate.verification.links import issue_link, peek_link, redeem_link
+from caregate.verification.phones import national
 
 PURPOSE = "mfa-registration"
 PENDING = "caregate.pending_link"
@@ -106,12 +107,34 @@ def link_landing(request: HttpRequest, token: str) -> HttpResponse:
     return redirect("registration-link-continue")
 
 
+def registered_details(user: User) -> list[tuple[str, str]]:
+    """What the account was registered with, as (label, value), the empty ones left out.
+
+    Whoever holds the organization's registration code can register an address that has
+    no account yet, with details of their choosing; the owner of the address then
+    completes that account from this link. So the page shows the owner the details before
+    they do: a wrong FAX would have the organization's determination letters faxed to
+    someone else. (The link itself gives far more than this: the account.)
+    """
+    place = " ".join(part for part in (user.state, user.zip_code) if part)
+    address = ", ".join(part for part in (user.address1, user.address2, user.city, place) if part)
+    rows = [
+        ("NAME", user.get_full_name()),
+        ("ORGANIZATION", user.organization.name if user.organization_id else ""),
+        ("ADDRESS", address),
+        ("PHONE", national(user.office_phone) if user.office_phone else ""),
+        ("FAX", national(user.fax) if user.fax else ""),
+    ]
+    return [(label, value) for label, value in rows if value]
+
+
 def _continue_page(request: HttpRequest, token: str, user: User, notice: str = "") -> HttpResponse:
     # Name the account: a link planted by someone else shows their username, not the
     # victim's, before the victim completes (and signs in to) that account.
     context = {
         "username": user.username,
         "masked_email": mask_email(user.email),
+        "details": registered_details(user),
         "binding": page_binding(token),
         "notice": notice,
     }

@@ -78,6 +78,15 @@ def mask_phone(e164: str) -> str:
     return f"XXX-XXX-{digits[-4:]}" if len(digits) >= 4 else "XXX-XXX-XXXX"
 
 
+def national(e164: str) -> str:
+    """A stored number as people write it: (202) 555-0144 in the United States."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return e164
+    return phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+
+
 def country_choices() -> list[tuple[str, str]]:
     """The allowed country codes for the registration form, United States (+1) first."""
     names = {"1": "United States (+1)"}

@@ -84,12 +84,16 @@ def register_new_provider(
     axe_check(page)
 
 
-def follow_link(page: Page, axe_check, email: str) -> None:
-    """Open the emailed link; the token leaves the address bar; Continue."""
+def follow_link(page: Page, axe_check, email: str, fax: str = "") -> None:
+    """Open the emailed link; the token leaves the address bar; Continue. ``fax``: the
+    number the page must show among the details the account was registered with."""
     path = registration_link(email)
     page.goto(path)
     expect(page).to_have_url(re.compile(r"/registration-link/$"))
     expect(page.get_by_role("heading", name="Complete your registration")).to_be_visible()
+    if fax:
+        expect(page.locator("dt:text-is('FAX') + dd")).to_have_text(fax)
+        expect(page.get_by_text("If any of them is not right, do not continue")).to_be_visible()
     axe_check(page)
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="LOGIN METHOD")).to_be_visible()
@@ -183,7 +187,7 @@ def test_section2_with_phone_sms(page: Page, make_org, axe_check) -> None:
     register_new_provider(
         page, axe_check, organization.npi, "REG-7781", "daniyel@clinic.example", "dbezaury"
     )
-    follow_link(page, axe_check, "daniyel@clinic.example")
+    follow_link(page, axe_check, "daniyel@clinic.example", fax="(601) 555-0111")
     enroll_by_sms(page, axe_check, "daniyel@clinic.example", "(601) 555-0123", "+16015550123")
     accept_terms(page, axe_check)
     expect_home(page, axe_check)

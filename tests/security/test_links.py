@@ -20,6 +20,7 @@ from caregate.accounts.models import User
 from caregate.flows.registration_links import LINK_CHANGED, PURPOSE, mask_email, page_binding
 from caregate.verification.links import issue_link
 from caregate.verification.models import EmailLink
+from caregate.verification.phones import national
 from tests.registration_steps import register, registration_link
 
 pytestmark = pytest.mark.django_db
@@ -136,3 +137,66 @@ def test_a_link_of_another_purpose_is_refused(client: Client, make_user) -> None
 )
 def test_mask_email_keeps_only_what_the_owner_recognises(email: str, masked: str) -> None:
     assert mask_email(email) == masked
+
+
+# --- registering in a colleague's name ------------------------------------------------
+# Whoever holds the organization's registration code can register a colleague's address
+# (one with no account yet) with details of their choosing, then wait for the colleague to
+# complete the account from the emailed link. The page shows the colleague those details
+# before the link is spent, so a wrong FAX (where determination letters go) is seen.
+
+
+def test_the_link_page_shows_what_the_account_was_registered_with(client: Client, org) -> None:
+    register(
+        Client(),
+        org,
+        username="dana.colleague",
+        email="dana@clinic.example",
+        confirm_email="dana@clinic.example",
+        fax="(202) 555-0199",
+    )
+    page = plant(client, registration_link("dana@clinic.example"))
+    text = page_text(page)
+    assert "Dana O'Neil-Smith" in text
+    assert org.name in text
+    assert "100 Main Street, Suite 2, Jackson, MS 39201" in text
+    assert "(601) 555-0143" in text
+    assert "(202) 555-0199" in text
+    assert "If any of them is not right, do not continue" in text
+    # Still no full address (the page is for the address's owner, who knows it).
+    assert "dana@clinic.example" not in text
+    assert EmailLink.objects.get().used_at is None
+
+
+def test_the_details_are_shown_as_text_not_markup(client: Client, make_user) -> None:
+    user = make_user(
+        username="markup.m",
+        mfa="none",
+        address1='<img src=x onerror="alert(1)">',
+        fax="+12025550177",
+    )
+    page = plant(client, f"/registration-link/{issue_link(user, PURPOSE, 1200)}/")
+    raw = page.content.decode()
+    assert "<img src=x" not in raw
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in raw
+    assert "(202) 555-0177" in page_text(page)
+
+
+def test_an_account_with_no_details_shows_only_its_name(client: Client, make_user) -> None:
+    user = make_user(username="bare.b", mfa="none")
+    user.first_name = user.last_name = ""
+    user.organization = None
+    user.save()
+    page = plant(client, f"/registration-link/{issue_link(user, PURPOSE, 1200)}/")
+    raw = page.content.decode()
+    assert "bare.b" in raw
+    assert "<dt>NAME" not in raw and "<dt>FAX" not in raw and "<dt>ORGANIZATION" not in raw
+    assert "If any of them is not right" not in page_text(page)
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [("+12025550144", "(202) 555-0144"), ("not a number", "not a number"), ("", "")],
+)
+def test_national_writes_a_stored_number_as_people_write_it(stored: str, shown: str) -> None:
+    assert national(stored) == shown
