@@ -18,6 +18,7 @@ from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
 from caregate.flows.stages.set_password import EMAIL_NOW_TAKEN
 from caregate.flows.stages.user_info import EMAIL_TAKEN
+from caregate.portal.models import Message
 from caregate.verification.models import EmailLink, VerificationCode
 from tests.conftest import PASSWORD
 from tests.registration_steps import (
@@ -87,6 +88,54 @@ def test_section1_email_registers_mfa_and_signs_in(client: Client, legacy: User)
     assert ("mfa.registered", "email") in events
     assert ("password.set", "success") in events
     assert ("signin", "success") in events
+
+
+def notices_to(address: str) -> list[OutboxMessage]:
+    return list(OutboxMessage.objects.filter(to=address, subject__contains="New email address"))
+
+
+def test_section1_tells_the_old_address_that_the_email_was_replaced(
+    client: Client, legacy: User
+) -> None:
+    # Whoever knows the password can register the account to a mailbox of their own: the
+    # account's old address hears of it.
+    section1_login(client, "legacy.user", PASSWORD)
+    enroll(client, S1, "email", "work.email@clinic.example")
+    (notice,) = notices_to("legacy@old.example")
+    assert "legacy.user" in notice.body
+    assert "from l***@o***.example to w***@c***.example" in notice.body
+    assert "work.email@clinic.example" not in notice.body
+    assert "call the help desk" in notice.body
+    assert not notices_to("work.email@clinic.example")
+    assert Message.objects.filter(recipient=legacy, subject="New email address").count() == 1
+
+
+@pytest.mark.parametrize("typed", ["legacy@old.example", "Legacy@OLD.example"])
+def test_no_notice_when_the_work_email_is_the_address_on_record(
+    client: Client, legacy: User, typed: str
+) -> None:
+    # An imported address may be stored in capitals; the form keeps what is typed.
+    User.objects.filter(pk=legacy.pk).update(email="Legacy@Old.Example")
+    section1_login(client, "legacy.user", PASSWORD)
+    assert enroll(client, S1, "email", typed).url == "/home/"
+    assert not OutboxMessage.objects.filter(subject__contains="New email address").exists()
+
+
+def test_no_notice_when_the_account_had_no_email(client: Client, make_user) -> None:
+    User.objects.filter(pk=make_user(username="no.address", mfa="none").pk).update(email="")
+    section1_login(client, "no.address", PASSWORD)
+    assert enroll(client, S1, "email", "first@clinic.example").url == "/home/"
+    assert not OutboxMessage.objects.filter(subject__contains="New email address").exists()
+
+
+def test_no_notice_when_create_is_refused(client: Client, legacy: User, make_user) -> None:
+    section1_login(client, "legacy.user", PASSWORD)
+    choose(client, S1, "email")
+    verify_email(client, S1, "taken.later@clinic.example")
+    make_user(username="quick", email="taken.later@clinic.example")
+    refused = create_password(client, S1)
+    assert refused.status_code == 200
+    assert not OutboxMessage.objects.filter(subject__contains="New email address").exists()
 
 
 def test_section1_phone_by_sms_registers_the_number(client: Client, legacy: User) -> None:

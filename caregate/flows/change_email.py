@@ -26,9 +26,8 @@ from caregate.flows.change_phone import (
     void_after_change,
 )
 from caregate.flows.engine import FlowState
-from caregate.flows.registration_links import mask_email
 from caregate.flows.stages.email_code import EmailCode
-from caregate.portal.notices import notify
+from caregate.portal.notices import mask_email, notify
 
 NAME = "change-email"
 EMAIL_TAKEN = (

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from caregate.accounts.models import User
 from caregate.audit.log import record
-from caregate.flows.engine import Flow, FlowState, Render, Result, Stage, When
+from caregate.flows.engine import Advance, Flow, FlowState, Render, Result, Stage, When
 from caregate.flows.signin import active_user, sign_in
 from caregate.flows.stages.choose_method import ChooseMethod, chose_phone, offered
 from caregate.flows.stages.credentials import Credentials
@@ -24,6 +24,7 @@ from caregate.flows.stages.email_code import EmailCode
 from caregate.flows.stages.phone_challenge import PhoneChallenge
 from caregate.flows.stages.set_password import NewPasswordForm, SetPassword
 from caregate.flows.stages.user_info import EMAIL_TAKEN
+from caregate.portal.notices import mask_email, notify
 
 NAME = "mfa-registration"
 LINK_NAME = "complete-registration"
@@ -64,7 +65,29 @@ class CreatePassword(SetPassword):
                 form.add_error(None, refusal)
                 record("mfa.email", "in-use", request=request, user=user, flow=state.raw["flow"])
                 return Render(self._context(state, form))
-        return super().handle(request, state)
+        before = active_user(state.data.get("user_id"))
+        result = super().handle(request, state)
+        if isinstance(result, Advance) and before is not None:
+            tell_old_address(before.email, state)
+        return result
+
+
+def tell_old_address(old_email: str, state: FlowState) -> None:
+    """The registration replaced the account's email with the verified work email: tell
+    the address it had. Someone who learned the password could otherwise register the
+    account to a mailbox of their own without its owner hearing of it."""
+    user = active_user(state.data.get("user_id"))
+    if user is None or not old_email or old_email.lower() == user.email.lower():
+        return
+    notify(
+        user,
+        "New email address",
+        f"The email address for your account {user.username} was changed from "
+        f"{mask_email(old_email)} to {mask_email(user.email)} when its multi-factor "
+        "authentication registration was completed. Notices and email codes now go to the "
+        "new address.",
+        email_to=[old_email],
+    )
 
 
 def finish(request: HttpRequest, state: FlowState) -> HttpResponse:

@@ -21,6 +21,7 @@ from caregate.delivery import tasks
 from caregate.delivery.email import describe_seconds, queue_email
 from caregate.delivery.phone import public_url
 from caregate.flows.mfa_registration import COMPLETE_REGISTRATION
+from caregate.portal.notices import mask_email
 from caregate.verification.links import issue_link, peek_link, redeem_link
 from caregate.verification.phones import national
 
@@ -76,16 +77,6 @@ LINK_CHANGED = (
     "The registration link in this browser changed after this page was shown. Check the "
     "account below before you select Continue."
 )
-
-
-def mask_email(email: str) -> str:
-    """Enough of an address for its owner to recognise it: d***@c***.example."""
-    local, _, domain = email.partition("@")
-    name, dot, suffix = domain.rpartition(".")
-    if not dot:
-        name, suffix = domain, ""
-    masked_domain = f"{name[:1]}***{dot}{suffix}" if domain else "***"
-    return f"{local[:1]}***@{masked_domain}"
 
 
 def page_binding(token: str) -> str:

@@ -22,9 +22,9 @@ from caregate.flows import keys
 from caregate.flows.change_email import CHANGE_EMAIL
 from caregate.flows.change_phone import CHANGE_PHONE, NOT_REGISTERED, start_data
 from caregate.flows.engine import Flow
-from caregate.flows.registration_links import mask_email
 from caregate.portal.decorators import portal_page
 from caregate.portal.forms import CaseSearchForm
+from caregate.portal.notices import mask_email
 from caregate.security import sessions
 from caregate.verification import remember
 from caregate.verification.models import RememberedBrowser

@@ -22,6 +22,16 @@ NOT_YOU = (
 NOT_EXPECTED = "If you did not expect this change, call the help desk at {phone}."
 
 
+def mask_email(email: str) -> str:
+    """Enough of an address for its owner to recognise it: d***@c***.example."""
+    local, _, domain = email.partition("@")
+    name, dot, suffix = domain.rpartition(".")
+    if not dot:
+        name, suffix = domain, ""
+    masked_domain = f"{name[:1]}***{dot}{suffix}" if domain else "***"
+    return f"{local[:1]}***@{masked_domain}"
+
+
 def notify(
     user: User,
     subject: str,
