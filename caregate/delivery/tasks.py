@@ -28,6 +28,7 @@ import secrets
 import smtplib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import getaddresses
 
 from django.conf import settings
 from django.core.mail import EmailMessage
@@ -425,7 +426,9 @@ def _send(delivery: Delivery) -> Outcome:
 
 def _send_email(delivery: Delivery) -> Outcome:
     # A notice may go to two addresses at once (the old and the new): ", " between them.
-    recipients = [to.strip() for to in delivery.destination.split(",") if to.strip()]
+    # Read as an address list, not split at every comma: a comma inside a quoted local
+    # part belongs to that one address (Caregate accepts none; see accounts/addresses.py).
+    recipients = [address for _, address in getaddresses([delivery.destination]) if address]
     message = EmailMessage(delivery.subject, delivery.body, None, recipients)
     try:
         message.send(fail_silently=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.core.validators import validate_email
 
+from caregate.accounts.addresses import validate_address
 from caregate.staff.domain import is_internal_address, staff_address_message
 from caregate.verification.codes import CODE_LENGTH, is_well_formed
 
@@ -27,7 +27,7 @@ class EmailAddressField(forms.CharField):
         cleaned = super().clean(value).strip()
         if cleaned:
             try:
-                validate_email(cleaned)
+                validate_address(cleaned)
             except forms.ValidationError as exc:
                 raise forms.ValidationError("Enter a valid email address.") from exc
             if is_internal_address(cleaned):

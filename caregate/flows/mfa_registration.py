@@ -9,8 +9,10 @@ Confirm New Password → Create → (PHONE) Country Code, Phone Number → Send 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
+from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -25,9 +27,12 @@ from caregate.flows.stages.phone_challenge import PhoneChallenge
 from caregate.flows.stages.set_password import NewPasswordForm, SetPassword
 from caregate.flows.stages.user_info import EMAIL_TAKEN
 from caregate.portal.notices import mask_email, notify
+from caregate.verification.ratelimit import CACHE_ERRORS
 
 NAME = "mfa-registration"
 LINK_NAME = "complete-registration"
+# A second Create within this long tells of the same change of address only once.
+NOTICE_ONCE_SECONDS = 600
 
 
 def needs_registration(user: User) -> Result | None:
@@ -72,12 +77,30 @@ class CreatePassword(SetPassword):
         return result
 
 
+def _first_to_tell(user: User, old_email: str) -> bool:
+    """Whether this request is the first to tell of this change of address.
+
+    Create pressed twice: both requests read the old address before either saved it, and
+    the flow engine throws the second one's state away only after its stage ran. An
+    atomic add in the shared cache (where the rate limits count) lets one of them tell.
+    If the cache cannot be reached, tell anyway: two notices are better than none.
+    """
+    change = f"{user.pk}|{old_email.lower()}|{user.email.lower()}"
+    key = "caregate:email-replaced:" + hashlib.sha256(change.encode()).hexdigest()[:32]
+    try:
+        return bool(cache.add(key, 1, timeout=NOTICE_ONCE_SECONDS))
+    except CACHE_ERRORS:
+        return True
+
+
 def tell_old_address(old_email: str, state: FlowState) -> None:
     """The registration replaced the account's email with the verified work email: tell
     the address it had. Someone who learned the password could otherwise register the
     account to a mailbox of their own without its owner hearing of it."""
     user = active_user(state.data.get("user_id"))
     if user is None or not old_email or old_email.lower() == user.email.lower():
+        return
+    if not _first_to_tell(user, old_email):
         return
     notify(
         user,

@@ -105,8 +105,12 @@ def registered_details(user: User) -> list[tuple[str, str]]:
     no account yet, with details of their choosing; the owner of the address then
     completes that account from this link. So the page shows the owner the details before
     they do: a wrong FAX would have the organization's determination letters faxed to
-    someone else. (The link itself gives far more than this: the account.)
+    someone else. (The link itself gives far more than this while the account is
+    unregistered: the account. Once registered, a spare link gives nothing, and shows
+    nothing of the account either.)
     """
+    if user.mfa_method != User.MfaMethod.NONE:
+        return []
     place = " ".join(part for part in (user.state, user.zip_code) if part)
     address = ", ".join(part for part in (user.address1, user.address2, user.city, place) if part)
     rows = [

@@ -16,11 +16,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower
 
+from caregate.accounts.addresses import validate_address
 from caregate.accounts.models import User
 from caregate.audit.log import record
 from caregate.factors import policy
@@ -76,7 +76,7 @@ def _address(value: Any) -> str:
     """A staff address, only if it is a valid address (no trailing dot, no second @)."""
     candidate = value.strip().lower() if isinstance(value, str) else ""
     try:
-        validate_email(candidate)
+        validate_address(candidate)
     except ValidationError:
         return ""
     return candidate

@@ -8,9 +8,9 @@ import phonenumbers
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import validate_email
 from django.utils import timezone
 
+from caregate.accounts.addresses import validate_address
 from caregate.accounts.models import Organization, User, describe_identifier
 
 
@@ -51,7 +51,7 @@ class Command(BaseCommand):
             raise CommandError(f"no organization with {describe_identifier(key)}")
         email = options["email"].strip().lower()
         try:
-            validate_email(email)
+            validate_address(email)
         except ValidationError as exc:
             raise CommandError(f"{email!r} is not a valid email address") from exc
         if User.objects.with_username(options["username"]).exists():

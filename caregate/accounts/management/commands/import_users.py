@@ -18,9 +18,9 @@ from typing import Any
 from django.contrib.auth.hashers import Argon2PasswordHasher, identify_hasher, make_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.validators import validate_email
 from django.db import transaction
 
+from caregate.accounts.addresses import validate_address
 from caregate.accounts.hashers import wrapper_for, wrappers
 from caregate.accounts.models import (
     CaregateUserManager,
@@ -108,7 +108,7 @@ class Command(BaseCommand):
                 raise ValueError(f"{column} is longer than {limit} characters")
         email = CaregateUserManager.normalize_email(values["email"])
         try:
-            validate_email(email)
+            validate_address(email)
         except ValidationError as exc:
             raise ValueError(f"email {values['email']!r} is not valid") from exc
         organization = self._organization(values["organization_npi"], organizations)
