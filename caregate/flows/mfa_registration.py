@@ -106,9 +106,9 @@ def tell_old_address(old_email: str, state: FlowState) -> None:
         user,
         "New email address",
         f"The email address for your account {user.username} was changed from "
-        f"{mask_email(old_email)} to {mask_email(user.email)} when its multi-factor "
-        "authentication registration was completed. Notices and email codes now go to the "
-        "new address.",
+        f"{mask_email(old_email)} to {mask_email(user.email)} during its multi-factor "
+        "authentication registration, together with its password. Notices and email codes "
+        "now go to the new address.",
         email_to=[old_email],
     )
 
