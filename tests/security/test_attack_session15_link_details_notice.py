@@ -8,7 +8,6 @@ attack the code withstands.
 from __future__ import annotations
 
 import email
-import html
 import re
 from datetime import timedelta
 from email import policy
@@ -38,6 +37,7 @@ from tests.registration_steps import (
     section1_login,
     verify_email,
 )
+from tests.security.test_links import binding, page_text, plant
 from tests.test_email_smtp import (  # noqa: F401 (fixtures)
     Collector,
     no_kept_connection,
@@ -49,23 +49,6 @@ S1 = "mfa-registration"
 LINKED = "complete-registration"
 NOTICE = "New email address"
 FAX_SHOWN = "(202) 555-0177"
-
-
-def page_text(response) -> str:
-    return html.unescape(response.content.decode())
-
-
-def plant(client: Client, path: str):
-    """Open a registration link as any browser does: landing, then the page."""
-    landing = client.get(path)
-    assert landing.status_code == 302 and landing.url == "/registration-link/"
-    return client.get("/registration-link/")
-
-
-def binding(response) -> str:
-    match = re.search(r'name="link" value="([^"]+)"', response.content.decode())
-    assert match, response.content.decode()[:2000]
-    return match.group(1)
 
 
 def notices() -> list[OutboxMessage]:
