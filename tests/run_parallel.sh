@@ -3,7 +3,8 @@
 # tests (Chromium, a live server, the test identity provider: much of their time is
 # waiting) run beside the rest, each with a test database and a Redis db of its own, so
 # neither sees the other's rows, sessions or rate-limit counters. Both logs are printed at
-# the end; the run fails if either half fails.
+# the end, each with its 15 slowest tests (to see where a slow host's time went); the run
+# fails if either half fails.
 #
 #   DATABASE_URL=postgres://…/caregate REDIS_URL=redis://…/15 tests/run_parallel.sh [pytest args]
 set -uo pipefail
@@ -15,10 +16,10 @@ redis_base=${REDIS_URL%/*}
 redis_db=${REDIS_URL##*/}
 
 DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
-  "$PYTEST" -p no:cacheprovider "$@" tests/browser >"$logs/browser.log" 2>&1 &
+  "$PYTEST" -p no:cacheprovider --durations=15 "$@" tests/browser >"$logs/browser.log" 2>&1 &
 browser=$!
 DATABASE_URL="${DATABASE_URL}_rest" REDIS_URL="$redis_base/$((redis_db - 1))" \
-  "$PYTEST" -p no:cacheprovider "$@" --ignore=tests/browser tests >"$logs/rest.log" 2>&1 &
+  "$PYTEST" -p no:cacheprovider --durations=15 "$@" --ignore=tests/browser tests >"$logs/rest.log" 2>&1 &
 rest=$!
 
 wait "$browser"; browser_status=$?
