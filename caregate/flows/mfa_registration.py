@@ -70,14 +70,15 @@ class CreatePassword(SetPassword):
                 form.add_error(None, refusal)
                 record("mfa.email", "in-use", request=request, user=user, flow=state.raw["flow"])
                 return Render(self._context(state, form))
-        before = active_user(state.data.get("user_id"))
+        before = active_user(state.data.get("user_id"))  # the account as it was
         result = super().handle(request, state)
         if isinstance(result, Advance) and before is not None:
-            tell_old_address(before.email, state)
+            # Create saved the verified work email (SetPassword): no need to read it back.
+            tell_old_address(before, state.data.get("verified_email", ""))
         return result
 
 
-def _first_to_tell(user: User, old_email: str) -> bool:
+def _first_to_tell(user: User, new_email: str) -> bool:
     """Whether this request is the first to tell of this change of address.
 
     Create pressed twice: both requests read the old address before either saved it, and
@@ -85,7 +86,7 @@ def _first_to_tell(user: User, old_email: str) -> bool:
     atomic add in the shared cache (where the rate limits count) lets one of them tell.
     If the cache cannot be reached, tell anyway: two notices are better than none.
     """
-    change = f"{user.pk}|{old_email.lower()}|{user.email.lower()}"
+    change = f"{user.pk}|{user.email.lower()}|{new_email.lower()}"
     key = "caregate:email-replaced:" + hashlib.sha256(change.encode()).hexdigest()[:32]
     try:
         return bool(cache.add(key, 1, timeout=NOTICE_ONCE_SECONDS))
@@ -93,20 +94,20 @@ def _first_to_tell(user: User, old_email: str) -> bool:
         return True
 
 
-def tell_old_address(old_email: str, state: FlowState) -> None:
-    """The registration replaced the account's email with the verified work email: tell
-    the address it had. Someone who learned the password could otherwise register the
-    account to a mailbox of their own without its owner hearing of it."""
-    user = active_user(state.data.get("user_id"))
-    if user is None or not old_email or old_email.lower() == user.email.lower():
+def tell_old_address(user: User, new_email: str) -> None:
+    """The registration replaced the account's email (``user`` as read before) with the
+    verified work email: tell the address it had. Someone who learned the password could
+    otherwise register the account to a mailbox of their own without its owner hearing."""
+    old_email = user.email
+    if not old_email or not new_email or old_email.lower() == new_email.lower():
         return
-    if not _first_to_tell(user, old_email):
+    if not _first_to_tell(user, new_email):
         return
     notify(
         user,
         "New email address",
         f"The email address for your account {user.username} was changed from "
-        f"{mask_email(old_email)} to {mask_email(user.email)} during its multi-factor "
+        f"{mask_email(old_email)} to {mask_email(new_email)} during its multi-factor "
         "authentication registration, together with its password. Notices and email codes "
         "now go to the new address.",
         email_to=[old_email],
