@@ -419,7 +419,7 @@ def test_client_expired_by_timeout_setting(client, email_user, settings):
 def test_client_cancel_discards(client, email_user):
     client.post("/login/start/", {"method": "email"})
     assert "email-login" in client.session[keys.FLOWS]
-    response = client.get("/email-login/cancel/")
+    response = client.post("/email-login/cancel/")
     assert response.status_code == 302 and response.url == "/"
     assert "email-login" not in client.session.get(keys.FLOWS, {})
 

@@ -338,7 +338,7 @@ def test_an_expired_change_starts_again_from_my_account(phone_user):
 def test_cancel_returns_to_my_account(phone_user):
     client = signed_in_as(phone_user)
     client.post(CHANGE_PHONE)
-    response = client.get("/change-phone/cancel/")
+    response = client.post("/change-phone/cancel/")
     assert response.url == MY_ACCOUNT
     assert client.get(PHONE_CURRENT).status_code == 302
 

@@ -31,19 +31,28 @@ LINK_STARTED = {"register", "mfa-registration", "forgot-password"}
 
 
 def start(request: HttpRequest, flow_name: str) -> HttpResponse:
-    """ "register here" and "click here": begin that flow afresh."""
+    """ "register here" and "click here": begin that flow afresh.
+
+    A GET that drops any attempt of this browser's at the same flow: another site's link
+    can therefore restart it (an annoyance, not a way in). Kept so on purpose: on an
+    office's shared PC, going on with what the last person left half-done (a password
+    reset past its code, say) would hand it to whoever clicks next."""
     flow = FLOWS.get(flow_name)
     if flow is None or flow_name not in LINK_STARTED:
         raise Http404
     return flow.start(request)
 
 
+@require_http_methods(["GET", "POST"])
 def cancel(request: HttpRequest, flow_name: str) -> HttpResponse:
-    """The "Cancel" link: forget the flow's progress and go back to the login page."""
+    """Cancel (a form on every flow page): forget the flow's progress and go back to where
+    the flow starts. Only a POST forgets (CSRF-checked); a GET, from an old page or another
+    site's link, goes back without touching the attempt."""
     flow = FLOWS.get(flow_name)
     if flow is None:
         raise Http404
-    flow.discard(request)
+    if request.method == "POST":
+        flow.discard(request)
     return redirect(flow.start_url)
 
 

@@ -267,7 +267,7 @@ def test_phone_user_is_told_to_use_login_with_phone(page: Page, make_user, axe_c
     expect(page.get_by_role("heading", name="Please use LOGIN WITH PHONE")).to_be_visible()
     expect(page.get_by_text(INTRO)).to_have_count(0)
     axe_check(page)
-    page.get_by_role("link", name="Back to the login page").click()
+    page.get_by_role("button", name="Back to the login page").click()
     expect(page).to_have_url(LOGIN_URL)
     page.get_by_role("button", name="LOGIN WITH PHONE").click()
     expect(page.get_by_role("heading", name="Sign in with your email address")).to_be_visible()
@@ -308,7 +308,7 @@ def test_a_stage_url_without_a_started_login_goes_to_the_login_page(page: Page) 
 
 def test_cancel_forgets_the_sign_in(page: Page, email_user: User) -> None:
     reach_email_code(page, email_user)
-    page.get_by_role("link", name="Cancel").click()
+    page.get_by_role("button", name="Cancel").click()
     expect(page).to_have_url(LOGIN_URL)
     page.goto("/email-login/email-code/")
     expect(page).to_have_url(LOGIN_URL)

@@ -241,6 +241,26 @@ def test_section2_wrong_registration_code_is_one_message(page: Page, make_org, a
     axe_check(page)
 
 
+def test_section2_enter_means_next_and_login_goes_back_for_good(
+    page: Page, make_org, axe_check
+) -> None:
+    """Enter in a field is NEXT, though "< LOGIN" comes first on the page; "< LOGIN"
+    (a POST, like Cancel) forgets the attempt."""
+    organization = make_org(code="REG-0001")
+    page.goto("/register/")
+    page.get_by_label("NPI *").fill(organization.npi)
+    page.get_by_label("PROVIDER REGISTRATION CODE *").fill("REG-0001")
+    page.get_by_label("PROVIDER REGISTRATION CODE *").press("Enter")
+    expect(
+        page.get_by_role("heading", name="Create a New Account - Enter User Information")
+    ).to_be_visible()
+    page.get_by_role("button", name="< LOGIN").click()
+    expect(page.get_by_role("heading", name="LOGIN OPTIONS")).to_be_visible()
+    axe_check(page)
+    page.goto("/register/user-info/")
+    expect(page.get_by_text("Please start again from the login page.")).to_be_visible()
+
+
 # --- Section 1 ------------------------------------------------------------------------
 
 

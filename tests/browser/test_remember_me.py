@@ -227,7 +227,7 @@ def test_unchecked_box_prompts_and_turns_the_feature_off(
     names = [c["name"] for c in page.context.cookies()]
     assert settings.CAREGATE_REMEMBER_COOKIE not in names
     # Turned off, not skipped once: checking the box again at the next sign-on prompts.
-    page.get_by_role("link", name="Cancel").click()
+    page.get_by_role("button", name="Cancel").click()
     page = reopen(page)
     expect(remember_box(page)).not_to_be_checked()
     press(page, "email", remember=True)
@@ -278,7 +278,7 @@ def test_a_password_change_prompts(page: Page, user_for, axe_check, clock: Clock
     # The old password no longer signs in; the new one does, with MFA.
     enter_credentials(page, user.email, PASSWORD)
     expect(page.get_by_role("alert")).to_be_visible()
-    page.get_by_role("link", name="Cancel").click()
+    page.get_by_role("button", name="Cancel").click()
     press(page, "phone", remember=True)
     complete_sign_in(page, user, "phone", NEW_PASSWORD)
 

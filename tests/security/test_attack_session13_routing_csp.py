@@ -445,5 +445,5 @@ def test_a_flow_cancel_and_call_status_are_the_flow_views(client: Client, make_u
     assert response.status_code == 302 and response.url == "/phone-login/phone/"
     status = client.get("/phone-login/call-status.json")
     assert status.status_code == 200 and status.json()["status"] == "none"
-    assert client.get("/phone-login/cancel/").status_code == 302
+    assert client.post("/phone-login/cancel/").status_code == 302
     assert client.get("/phone-login/call-status.json").status_code == 404
