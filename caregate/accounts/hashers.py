@@ -8,9 +8,13 @@ PASSWORD_HASHERS, so Django re-hashes).
 
 Checking a wrapped hash still costs the legacy PBKDF2 *and* the Argon2, more than a native
 account or an unknown email. So that a wrong password costs the same on every account
-while wrapped hashes exist, every failed check is topped up to that cost: the legacy work
-padded to Django's current PBKDF2 iterations (Django's own ``harden_runtime``) plus one
-Argon2. Once no wrapped hash is left the top-up stops by itself.
+while wrapped hashes exist, every check is brought to one cost: one Argon2 plus the
+largest legacy work among the wrapped hashes still stored (``legacy_work``; never more
+than Django's current PBKDF2 iterations). A wrapped hash with less work is padded up to
+it, as Django's ``harden_runtime`` pads to its own count; every other failed check is
+topped up by that much legacy work. Padding to what was actually imported, instead of
+Django's 1,000,000 iterations, keeps a failed sign-in from costing ~0.4 s of CPU when the
+old system used fewer. Once no wrapped hash is left the top-up stops by itself.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from django.contrib.auth.hashers import (
 )
 from django.core.cache import cache
 
-# How long "are there wrapped hashes?" is remembered; import_users forgets it at once.
+# How long "how much legacy work do the wrapped hashes take?" is remembered; import_users
+# and the wrapping migration forget it at once.
 _PRESENCE_SECONDS = 300
 
 
@@ -83,34 +88,55 @@ class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
     def encode(self, password: str, salt: str) -> str:
         return self.wrap(self.legacy().encode(password, salt))
 
+    def legacy_cost(self, setting: str) -> int:
+        """The legacy work of one wrapped hash, read from its legacy setting."""
+        raise NotImplementedError
+
+    def spend_legacy_work(self, password: str, cost: int) -> None:
+        """Do ``cost`` of legacy work on ``password`` (a padding or a top-up)."""
+        raise NotImplementedError
+
     def verify(self, password: str, encoded: str) -> bool:
         legacy = self.legacy()
         setting = self.decode(encoded)["salt"]
         arguments = self.legacy_arguments(legacy.decode(setting + "$"))
         legacy_encoded = legacy.encode(password, **arguments)
-        # An old hash with fewer iterations is padded to today's count, so every wrapped
-        # account costs what the top-up of the others costs.
-        legacy.harden_runtime(password, legacy_encoded)
+        # A hash with less legacy work than the most any wrapped hash takes is padded to
+        # it, so every wrapped account costs what the top-up of the others costs.
+        extra = self.legacy_work() - self.legacy_cost(setting)
+        if extra > 0:
+            self.spend_legacy_work(password, extra)
         return super().verify(legacy_encoded.rsplit("$", 1)[1], encoded)
 
-    def spend_legacy_work(self, password: str) -> None:
-        """Do the legacy part of a wrapped check, for a check that had none."""
-        legacy = self.legacy()
-        legacy.encode(password, legacy.salt())
+    def legacy_work(self) -> int:
+        """The most legacy work any stored hash of this wrapper takes, 0 when none is left
+        (cached a few minutes in the shared cache: one read of the wrapped rows then)."""
+        key = f"caregate:wrapped-work:{self.algorithm}"
+        work = cache.get(key)
+        if work is None:
+            work = self._stored_legacy_work()
+            cache.set(key, work, _PRESENCE_SECONDS)
+        return int(work)
 
-    def hashes_exist(self) -> bool:
-        """Whether any account still has a hash of this wrapper (cached a few minutes)."""
-        key = f"caregate:wrapped-hashes:{self.algorithm}"
-        present = cache.get(key)
-        if present is None:
-            from caregate.accounts.models import User  # noqa: PLC0415 - hashers load early
+    def _stored_legacy_work(self) -> int:
+        from caregate.accounts.models import User  # noqa: PLC0415 - hashers load early
 
-            present = User.objects.filter(password__startswith=f"{self.algorithm}$").exists()
-            cache.set(key, present, _PRESENCE_SECONDS)
-        return bool(present)
+        stored = User.objects.filter(password__startswith=f"{self.algorithm}$")
+        work = 0
+        for encoded in stored.values_list("password", flat=True).iterator(chunk_size=2000):
+            try:
+                work = max(work, self.legacy_cost(self.decode(encoded)["salt"]))
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue  # malformed: it cannot be checked at all
+        return min(work, self.most_legacy_work())
+
+    def most_legacy_work(self) -> int:
+        """The ceiling of the padding: a hash that takes more costs more than the rest
+        (import_users refuses one; only the wrapping migration could have stored it)."""
+        raise NotImplementedError
 
     def forget_presence(self) -> None:
-        cache.delete(f"caregate:wrapped-hashes:{self.algorithm}")
+        cache.delete(f"caregate:wrapped-work:{self.algorithm}")
 
 
 class Argon2WrappedPBKDF2PasswordHasher(Argon2WrappedPasswordHasher):
@@ -121,6 +147,16 @@ class Argon2WrappedPBKDF2PasswordHasher(Argon2WrappedPasswordHasher):
 
     def legacy_arguments(self, decoded: dict[str, Any]) -> dict[str, Any]:
         return {"salt": decoded["salt"], "iterations": decoded["iterations"]}
+
+    def legacy_cost(self, setting: str) -> int:
+        return int(self.legacy().decode(setting + "$")["iterations"])
+
+    def spend_legacy_work(self, password: str, cost: int) -> None:
+        legacy = self.legacy()
+        legacy.encode(password, legacy.salt(), cost)
+
+    def most_legacy_work(self) -> int:
+        return PBKDF2PasswordHasher.iterations
 
     def check_importable(self, legacy_encoded: str) -> None:
         super().check_importable(legacy_encoded)
@@ -148,10 +184,11 @@ def wrapper_for(legacy_encoded: str) -> Argon2WrappedPasswordHasher | None:
 def _top_up(password: str, *, legacy_work_done: bool = False) -> None:
     # The presence lookup runs on every failed check, so it is no tell either.
     for wrapper in wrappers():
-        if wrapper.hashes_exist():
+        work = wrapper.legacy_work()
+        if work:
             if not legacy_work_done:
                 # One wrapper's legacy work: a wrapped check pays one, never more.
-                wrapper.spend_legacy_work(password)
+                wrapper.spend_legacy_work(password, work)
             return
 
 

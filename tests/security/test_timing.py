@@ -89,7 +89,9 @@ def import_legacy_user(tmp_path: Path, org, username: str, iterations: int | Non
     return User.objects.get(username=username)
 
 
-def one_argon2_and_the_legacy_work(settings) -> Work:
+def one_argon2_and_the_legacy_work(settings, iterations: int | None = None) -> Work:
+    """One Argon2 and ``iterations`` of PBKDF2 (by default Django's count, which is what
+    import_legacy_user's hashes take when it is not told otherwise)."""
     params = (
         settings.CAREGATE_ARGON2_MEMORY_KIB,
         settings.CAREGATE_ARGON2_TIME_COST,
@@ -98,7 +100,7 @@ def one_argon2_and_the_legacy_work(settings) -> Work:
     return Work(
         {
             ("argon2", *params): 1,
-            "pbkdf2 iterations": django_hashers.PBKDF2PasswordHasher.iterations,
+            "pbkdf2 iterations": iterations or django_hashers.PBKDF2PasswordHasher.iterations,
         }
     )
 
@@ -122,9 +124,59 @@ def test_imported_hash_with_fewer_iterations_is_padded_to_the_same_work(
     tmp_path, org, work, settings
 ):
     import_legacy_user(tmp_path, org, "old1", iterations=260_000)
-    assert work(lambda: authenticate(username="old1", password=WRONG)) == (
-        one_argon2_and_the_legacy_work(settings)
-    )
+    import_legacy_user(tmp_path, org, "old2", iterations=100_000)
+    expected = one_argon2_and_the_legacy_work(settings, 260_000)
+    assert work(lambda: authenticate(username="old1", password=WRONG)) == expected
+    assert work(lambda: authenticate(username="old2", password=WRONG)) == expected
+
+
+def test_the_padding_is_the_most_work_actually_imported_not_djangos_count(
+    tmp_path, org, make_user, work, settings
+):
+    """Only as much legacy work as the imported hashes take: padding every failed sign-in to
+    Django's 1,000,000 iterations cost ~0.4 s of CPU when the old system used 100,000."""
+    import_legacy_user(tmp_path, org, "old3", iterations=100_000)
+    native = make_user(username="native6")
+    expected = one_argon2_and_the_legacy_work(settings, 100_000)
+    for attempt in [
+        lambda: authenticate(username="old3", password=WRONG),
+        lambda: authenticate(username="native6", password=WRONG),
+        lambda: authenticate(email="nobody@clinic.example", password=WRONG),
+        lambda: spend_failed_check(WRONG),
+        lambda: native.check_password(WRONG),
+    ]:
+        assert work(attempt) == expected
+    # A right password on the imported account does the same legacy work (then upgrades).
+    right = work(lambda: authenticate(username="old3", password=LEGACY_PASSWORD))
+    assert right["pbkdf2 iterations"] == 100_000
+
+
+def test_the_padding_follows_the_hashes_left(tmp_path, org, make_user, work, settings):
+    """When the account with the most work signs in (its hash becomes plain Argon2id), the
+    others are padded to the most that is left, once the cached figure is re-read."""
+    import_legacy_user(tmp_path, org, "old4", iterations=200_000)
+    import_legacy_user(tmp_path, org, "old5", iterations=50_000)
+    native = make_user(username="native7")
+    assert work(lambda: native.check_password(WRONG))["pbkdf2 iterations"] == 200_000
+    assert authenticate(username="old4", password=LEGACY_PASSWORD) is not None
+    Argon2WrappedPBKDF2PasswordHasher().forget_presence()  # as its expiry would
+    expected = one_argon2_and_the_legacy_work(settings, 50_000)
+    assert work(lambda: native.check_password(WRONG)) == expected
+    assert work(lambda: authenticate(username="old5", password=WRONG)) == expected
+
+
+def test_a_stored_hash_past_djangos_count_does_not_raise_the_padding(org, make_user):
+    """Only the wrapping migration could store one (import_users refuses it); the padding
+    stays at Django's count, so no single row can make every failed sign-in slower. A
+    malformed wrapped value is passed over."""
+    hasher = Argon2WrappedPBKDF2PasswordHasher()
+    heavy = hasher.wrap("pbkdf2_sha256$50000000$saltsaltsalt$" + "A" * 43)
+    make_user(username="heavy1")
+    make_user(username="broken1")
+    User.objects.filter(username="heavy1").update(password=heavy)
+    User.objects.filter(username="broken1").update(password="argon2_pbkdf2_sha256$not-a-hash")
+    hasher.forget_presence()
+    assert hasher.legacy_work() == django_hashers.PBKDF2PasswordHasher.iterations
 
 
 def test_account_without_a_usable_password_costs_the_same(
