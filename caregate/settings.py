@@ -400,6 +400,9 @@ CAREGATE_RATE_LIMITS.update(
         "phone-send:destination": (env_int("CAREGATE_PHONE_LIMIT_PER_NUMBER", 5), 3600),
         "phone-send:account": (env_int("CAREGATE_PHONE_LIMIT_PER_ACCOUNT", 8), 3600),
         "phone-send:client": (env_int("CAREGATE_PHONE_LIMIT_PER_CLIENT", 20), 3600),
+        # All sends and calls to numbers being enrolled together (not sign-ins to a
+        # number on record): what SMS pumping through many accounts could cost an hour.
+        "phone-send:new-numbers": (env_int("CAREGATE_PHONE_LIMIT_NEW_NUMBERS", 300), 3600),
     }
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,11 +32,19 @@ from caregate.verification.models import PhoneCall
 from caregate.verification.phones import country_choices, mask_phone, validate_phone
 
 Status = PhoneCall.Status
+logger = logging.getLogger(__name__)
 SMS_FAILED = "We could not send the text message just now. Please try again, or select Call Me."
 CALL_FAILED = "We could not place the call just now. Please try again, or select Send Code."
 TOO_MANY_SENDS = (
     "Too many codes or calls have been requested for this number. Please wait an hour and "
     "try again, or call the help desk."
+)
+# Every enrollment together (a number typed in, not one on record): a cap on what SMS
+# pumping through many accounts and addresses could cost (CAREGATE_PHONE_LIMIT_NEW_NUMBERS).
+NEW_NUMBERS_SCOPE = "phone-send:new-numbers"
+NEW_NUMBERS_PAUSED = (
+    "Codes and calls to new phone numbers are paused for a while. Please try again later, "
+    "or call the help desk."
 )
 NO_SMS_CODE = "No text message code is waiting for this number. Please select Send Code."
 RESENT = "A new code has been sent to {masked}. The code sent before no longer works."
@@ -151,29 +160,46 @@ class PhoneChallenge:
         return self._render(state, own)
 
     # -- sending --
-    def _budget_ok(self, request: HttpRequest, state: FlowState) -> bool:
-        """SMS-pumping defence: sends and calls per number, account and client address."""
-        return ratelimit.hit_all(
+    def _budget_ok(self, request: HttpRequest, state: FlowState, refused: list[str]) -> bool:
+        """SMS-pumping defence: sends and calls per number, account and client address,
+        and while enrolling (a number typed in, not one on record) a cap on all of them
+        together (phone-send:new-numbers)."""
+        within = ratelimit.hit_all(
             [
                 ("phone-send:destination", self.phone(state, state.stage(self.key))),
                 ("phone-send:account", str(state.data.get("user_id") or "")),
                 ("phone-send:client", client_ip(request)),
             ]
         )
+        if not within or not self.enroll:
+            return within
+        # Counted only for a send the other limits let through: refused attempts from one
+        # account or address cannot use up everyone's allowance.
+        if ratelimit.hit(NEW_NUMBERS_SCOPE, "all"):
+            return True
+        logger.warning("sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE)
+        refused.append(NEW_NUMBERS_SCOPE)
+        return False
 
     def _issue(
         self, request: HttpRequest, state: FlowState, own: dict[str, Any], channel: str
     ) -> tuple[IssuedCode | None, str]:
         """Issue a code for ``channel``; return (issued, error)."""
+        refused: list[str] = []  # which cap said no, filled in by _budget_ok
         try:
             issued = self.verifier(state).issue(
                 channel,
                 self.phone(state, own),
-                within_budget=lambda: self._budget_ok(request, state),
+                within_budget=lambda: self._budget_ok(request, state, refused),
             )
         except ResendCooldown as wait:
             return None, f"Please wait {wait.seconds_left} seconds before asking again."
         except SendBudgetSpent:
+            if refused:
+                record_step(
+                    request, state, "phone.send", "throttled", channel=channel, limit="new-numbers"
+                )
+                return None, NEW_NUMBERS_PAUSED
             record_step(request, state, "phone.send", "throttled", channel=channel)
             return None, TOO_MANY_SENDS
         return issued, ""
