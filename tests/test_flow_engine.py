@@ -190,12 +190,21 @@ def test_no_state_restarts_at_the_login_page_with_a_message(engine):
     assert engine.steps[1].calls == []
 
 
-def test_unknown_stage_restarts(engine):
+def test_unknown_stage_goes_back_to_the_reached_one_and_keeps_the_attempt(engine):
+    """Anyone can make a browser GET /<flow>/<anything>/: it must not throw the attempt
+    away (the attacker review of session 16); only Cancel, a POST, does."""
     engine.start()
+    before = dict(engine.raw)
+    response, request = engine.get("nonexistent")
+    assert response.status_code == 302 and response.url == "/engine-test/one/"
+    assert messages_of(request) == []
+    assert engine.raw == before
+
+
+def test_unknown_stage_without_an_attempt_restarts(engine):
     response, request = engine.get("nonexistent")
     assert response.status_code == 302 and response.url == "/"
     assert messages_of(request) == ["Please start again from the login page."]
-    assert engine.raw is None
 
 
 def test_expired_flow_restarts(engine, settings):

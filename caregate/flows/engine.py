@@ -321,14 +321,16 @@ class Flow:
         """Serve one stage's URL, refusing any stage the flow has not reached."""
         index = self.index_of(stage_key)
         state = self.load(request)
-        if index is None or state is None:
+        if state is None:
             return self.restart(request, "Please start again from the login page.")
         if state.expired():
             return self.restart(
                 request, "Your sign-in took too long and has expired. Please start again."
             )
-        if index != state.reached:
-            # Never skip ahead; going back re-enters the stage the user is on.
+        if index is None or index != state.reached:
+            # Never skip ahead; going back re-enters the stage the user is on. An address
+            # that names no stage of this flow leaves the attempt alone too: anyone can
+            # make a browser GET one (only Cancel, a POST, throws an attempt away).
             return redirect(self.url(self.stages[state.reached].key))
         stage = self.stages[index]
         result = stage.handle(request, state)

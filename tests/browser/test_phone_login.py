@@ -187,6 +187,17 @@ def test_send_a_new_code_voids_the_old_one(page: Page, phone_user: User) -> None
     expect_home(page, phone_user)
 
 
+def test_enter_in_the_code_field_verifies_and_sends_nothing(page: Page, phone_user: User) -> None:
+    """ "send a new code" comes first on the page but belongs to a side form: Enter in the
+    code field is Verify Code, not another text message (the attacker review of session 16)."""
+    reach_phone_challenge(page, phone_user)
+    send_sms(page)
+    page.get_by_label("Verification code").fill(sms_code(page))
+    page.get_by_label("Verification code").press("Enter")
+    expect_home(page, phone_user)
+    assert OutboxMessage.objects.filter(channel="sms", to=PHONE).count() == 1
+
+
 # --- Call Me, code mode (the default) -------------------------------------------------
 
 
