@@ -98,25 +98,48 @@ class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
 
     def verify(self, password: str, encoded: str) -> bool:
         legacy = self.legacy()
-        setting = self.decode(encoded)["salt"]
-        arguments = self.legacy_arguments(legacy.decode(setting + "$"))
+        try:
+            setting = self.decode(encoded)["salt"]
+            arguments = self.legacy_arguments(legacy.decode(setting + "$"))
+            cost = self.legacy_cost(setting)
+        except (ValueError, TypeError, IndexError, KeyError):
+            # A damaged stored value: refused like a wrong password, at the same work
+            # (never a 500, never quicker than a real check).
+            work = self.legacy_work()
+            if work:
+                self.spend_legacy_work(password, work)
+            super().encode(password, self.salt())
+            return False
         legacy_encoded = legacy.encode(password, **arguments)
         # A hash with less legacy work than the most any wrapped hash takes is padded to
         # it, so every wrapped account costs what the top-up of the others costs.
-        extra = self.legacy_work() - self.legacy_cost(setting)
+        extra = self.legacy_work() - cost
         if extra > 0:
             self.spend_legacy_work(password, extra)
         return super().verify(legacy_encoded.rsplit("$", 1)[1], encoded)
 
+    def _work_key(self) -> str:
+        return f"caregate:wrapped-work:{self.algorithm}"
+
     def legacy_work(self) -> int:
         """The most legacy work any stored hash of this wrapper takes, 0 when none is left
         (cached a few minutes in the shared cache: one read of the wrapped rows then)."""
-        key = f"caregate:wrapped-work:{self.algorithm}"
-        work = cache.get(key)
+        work = self._cached_work()
         if work is None:
             work = self._stored_legacy_work()
-            cache.set(key, work, _PRESENCE_SECONDS)
+            # add, not set: a figure written while this scan ran (refresh_legacy_work, after
+            # an import's commit) is newer than what this scan read.
+            if not cache.add(self._work_key(), work, _PRESENCE_SECONDS):
+                work = self._cached_work() or work
         return int(work)
+
+    def _cached_work(self) -> int | None:
+        return cache.get(self._work_key())
+
+    def refresh_legacy_work(self) -> None:
+        """Read the figure from the rows now and store it: after wrapped hashes were
+        written and committed (import_users), so no request pays less in between."""
+        cache.set(self._work_key(), self._stored_legacy_work(), _PRESENCE_SECONDS)
 
     def _stored_legacy_work(self) -> int:
         from caregate.accounts.models import User  # noqa: PLC0415 - hashers load early
@@ -136,7 +159,7 @@ class Argon2WrappedPasswordHasher(ConfiguredArgon2PasswordHasher):
         raise NotImplementedError
 
     def forget_presence(self) -> None:
-        cache.delete(f"caregate:wrapped-work:{self.algorithm}")
+        cache.delete(self._work_key())
 
 
 class Argon2WrappedPBKDF2PasswordHasher(Argon2WrappedPasswordHasher):
@@ -183,12 +206,15 @@ def wrapper_for(legacy_encoded: str) -> Argon2WrappedPasswordHasher | None:
 
 def _top_up(password: str, *, legacy_work_done: bool = False) -> None:
     # The presence lookup runs on every failed check, so it is no tell either.
+    if legacy_work_done:
+        # A wrapped check did the legacy work, and read the figure once, as every other
+        # failed check does below: no second cache round trip to tell it by.
+        return
     for wrapper in wrappers():
         work = wrapper.legacy_work()
         if work:
-            if not legacy_work_done:
-                # One wrapper's legacy work: a wrapped check pays one, never more.
-                wrapper.spend_legacy_work(password, work)
+            # One wrapper's legacy work: a wrapped check pays one, never more.
+            wrapper.spend_legacy_work(password, work)
             return
 
 

@@ -63,7 +63,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             User.objects.bulk_create(users)
         for wrapper in wrappers():
-            wrapper.forget_presence()  # failed sign-ins start paying the legacy work at once
+            # After the commit: failed sign-ins pay the new legacy work at once, and a
+            # figure a request was reading meanwhile cannot overwrite this one.
+            wrapper.refresh_legacy_work()
         self.stdout.write(self.style.SUCCESS(f"Imported {len(users)} user(s)."))
 
     def _read(self, path: Path) -> list[Row]:
@@ -146,7 +148,8 @@ class Command(BaseCommand):
         except (ValueError, TypeError, AssertionError, IndexError) as exc:
             raise ValueError("password_hash is not in a format Caregate can verify") from exc
         if isinstance(hasher, Argon2PasswordHasher):
-            return hashed  # already Argon2 (re-hashed at sign-in if its costs differ)
+            _check_argon2_parameters(hasher, hashed)
+            return hashed  # already Argon2 at this deployment's costs
         wrapper = wrapper_for(hashed)
         if wrapper is None:
             raise ValueError(
@@ -171,3 +174,18 @@ class Command(BaseCommand):
             raise ValueError(f"email {user.email!r} already exists")
         usernames.add(name)
         emails.add(user.email)
+
+
+def _check_argon2_parameters(hasher: Argon2PasswordHasher, hashed: str) -> None:
+    """An Argon2 hash is kept as it is only at this deployment's own parameters: one with
+    others would cost a different work at every check (telling an imported account, one
+    without MFA yet, from the rest), and a large memory cost would be spent on every guess."""
+    decoded = hasher.decode(hashed)
+    own = (hasher.memory_cost, hasher.time_cost, hasher.parallelism)
+    theirs = (decoded["memory_cost"], decoded["time_cost"], decoded["parallelism"])
+    if decoded["variety"] != "argon2id" or theirs != own:
+        raise ValueError(
+            "password_hash is not supported: Argon2 hashes are kept only at this "
+            f"deployment's parameters (argon2id, m={own[0]}, t={own[1]}, p={own[2]}; "
+            f"this one: {decoded['variety']}, m={theirs[0]}, t={theirs[1]}, p={theirs[2]})"
+        )
