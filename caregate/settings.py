@@ -319,6 +319,9 @@ CAREGATE_FLOW_TIMEOUT_SECONDS = env_int("CAREGATE_FLOW_TIMEOUT_SECONDS", 900)
 CAREGATE_RATE_LIMITS = {
     "signin:account": (env_int("CAREGATE_SIGNIN_LIMIT_PER_ACCOUNT", 10), 900),
     "signin:client": (env_int("CAREGATE_SIGNIN_LIMIT_PER_CLIENT", 50), 900),
+    # From a browser where the account completed a sign-in (security/devices.py): its own
+    # budget in place of the account's, which strangers' guesses can use up.
+    "signin:device": (env_int("CAREGATE_SIGNIN_LIMIT_PER_DEVICE", 10), 900),
     "code-send:account": (env_int("CAREGATE_SEND_LIMIT_PER_ACCOUNT", 10), 3600),
     "code-send:destination": (env_int("CAREGATE_SEND_LIMIT_PER_DESTINATION", 10), 3600),
     "code-send:client": (env_int("CAREGATE_SEND_LIMIT_PER_CLIENT", 30), 3600),
@@ -409,6 +412,10 @@ CAREGATE_RATE_LIMITS.update(
 # --- Remember Me (Section 5) ----------------------------------------------------------
 CAREGATE_REMEMBER_ME_SECONDS = env_int("CAREGATE_REMEMBER_ME_HOURS", 4) * 3600
 CAREGATE_REMEMBER_COOKIE = "caregate_remember"
+# The device cookie (caregate/security/devices.py): which sign-in budget a browser's
+# password attempts count against. Opens nothing by itself.
+CAREGATE_DEVICE_COOKIE = "caregate_device"
+CAREGATE_DEVICE_COOKIE_SECONDS = env_int("CAREGATE_DEVICE_COOKIE_DAYS", 90) * 86400
 
 # --- registration (Sections 1 and 2, and the registration helpers) -------------------
 CAREGATE_REGISTRATION_LINK_SECONDS = env_int("CAREGATE_REGISTRATION_LINK_MINUTES", 20) * 60

@@ -19,9 +19,11 @@ from django.http import HttpRequest
 from caregate import rowsql
 from caregate.accounts.hashers import spend_failed_check
 from caregate.accounts.models import User
+from caregate.security import devices
 from caregate.verification import ratelimit
 
 SCOPE = "signin:account"
+DEVICE_SCOPE = "signin:device"
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,17 @@ def _spend_a_hash(password: str) -> None:
     spend_failed_check(password)
 
 
-def _budgets(typed: str, user: User | None) -> list[tuple[str, str]]:
-    """The budgets one attempt counts against: what was typed, and the account it names.
+def _budgets(typed: str, user: User | None, device: str = "") -> list[tuple[str, str]]:
+    """The budgets one attempt counts against: what was typed, and the account it names;
+    or, from a browser where the account completed a sign-in, that browser's own.
 
     An unknown identity counts a second key of its own in place of the account's, so both
-    cases make the same number of cache round trips (no timing difference either).
+    cases make the same number of cache round trips (no timing difference either). All
+    of them are counted in one round trip (ratelimit.hit_all), whichever they are.
     """
+    if user is not None and device:
+        # caregate.security.devices: a stranger's guesses do not pause this browser.
+        return [(DEVICE_SCOPE, f"{user.pk}:{device}")]
     account = f"account:{user.pk}" if user is not None else f"account:?{typed}"
     return [(SCOPE, f"typed:{typed}"), (SCOPE, account)]
 
@@ -75,17 +82,20 @@ def check_password(
     email: str | None = None,
     username: str | None = None,
     extra_limits: tuple[tuple[str, str], ...] = (),
+    request: HttpRequest | None = None,
 ) -> PasswordCheck:
     """Check one password attempt: one account lookup, the budgets, exactly one hash.
 
     ``extra_limits`` (e.g. the client address's) are counted with the account's: any of
-    them over its limit throttles the attempt.
+    them over its limit throttles the attempt. ``request``: its device cookie, if it names
+    the account, puts the attempt under that browser's budget (security/devices.py).
     """
     typed = (email if email is not None else username or "").strip().lower()
     user = resolve(email=email, username=username)
+    device = devices.nonce_for(request, user)
     # hit_all counts every budget, even once one is spent: a throttled attacker keeps
     # using up the account's budget rather than resting it.
-    if not ratelimit.hit_all([*_budgets(typed, user), *extra_limits]):
+    if not ratelimit.hit_all([*_budgets(typed, user, device), *extra_limits]):
         _spend_a_hash(password)
         return PasswordCheck(None, "throttled")
     if user is None:

@@ -22,7 +22,7 @@ from caregate.flows import keys
 from caregate.flows.engine import FlowState, Render, Result
 from caregate.flows.stages.credentials import UserCheck
 from caregate.portal.notices import notify
-from caregate.security import sessions
+from caregate.security import devices, sessions
 from caregate.security.client import client_ip
 from caregate.verification import remember
 from caregate.verification.models import RememberedBrowser
@@ -75,6 +75,8 @@ def sign_in(
     # The factor policy (an administrator without a required factor) may end the sign-in
     # at its prompt or its enrolment page instead; no query for anyone it does not apply to.
     response = redirect(policy.after_sign_in(request, user) or "portal:home")
+    if method != STAFF_METHOD:
+        devices.remember_device(request, response, user)
     if remember_as:
         entry = remember.remember(request, response, user, remember_as)
         remember.note_token(request, entry)

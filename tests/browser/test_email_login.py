@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import time
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
+from django.test import Client
 from playwright.sync_api import Page, expect
 
 from caregate.accounts.models import User
 from caregate.delivery.models import OutboxMessage
+from caregate.verification import ratelimit
 from tests.browser.helpers import (
     CREDENTIALS_URL,
     EMAIL_CODE_URL,
@@ -28,6 +31,7 @@ from tests.browser.helpers import (
     open_email_login,
     reach_email_code,
     send_code,
+    sign_in_by_email,
     timer,
     type_code,
     wrong_code,
@@ -377,3 +381,29 @@ def test_an_account_disabled_during_the_sign_in_is_not_signed_in(
     expect(page.get_by_text("Please sign in again.")).to_be_visible()
     page.goto("/home/")
     expect(page).to_have_url(LOGIN_URL)
+
+
+def test_a_stranger_spending_the_budget_does_not_lock_the_owners_browser(
+    page: Page, email_user: User, outbox_code, settings
+) -> None:
+    """Device cookies (security/devices.py): after a stranger's ten wrong passwords from
+    elsewhere, the browser where the user signed in before still signs in; a fresh one
+    is told it could not."""
+    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
+        sign_in_by_email(page, email_user, outbox_code)
+        page.get_by_role("button", name="Sign out").click()
+        for n in range(settings.CAREGATE_RATE_LIMITS["signin:account"][0] + 1):
+            stranger = Client(REMOTE_ADDR=f"203.0.113.{n + 1}")
+            stranger.post("/login/start/", {"method": "email"})
+            stranger.post(
+                "/email-login/credentials/", {"email": email_user.email, "password": "Wrong-1x"}
+            )
+        sign_in_by_email(page, email_user, outbox_code)
+        fresh = page.context.browser.new_context(base_url=page.url.split("/home")[0])
+        other = fresh.new_page()
+        try:
+            open_email_login(other)
+            enter_credentials(other, email_user.email)
+            expect(other.get_by_text("We could not sign you in")).to_be_visible()
+        finally:
+            fresh.close()

@@ -69,6 +69,7 @@ class Credentials:
             email=identity if self.method == "email" else None,
             username=identity if self.method == "username" else None,
             extra_limits=(("signin:client", client_ip(request)),),
+            request=request,
         )
         user = attempt.user
         if user is None:
