@@ -322,6 +322,8 @@ CAREGATE_RATE_LIMITS = {
     # From a browser where the account completed a sign-in (security/devices.py): its own
     # budget in place of the account's, which strangers' guesses can use up.
     "signin:device": (env_int("CAREGATE_SIGNIN_LIMIT_PER_DEVICE", 10), 900),
+    # ...and all of one account's such browsers together.
+    "signin:account-devices": (env_int("CAREGATE_SIGNIN_LIMIT_PER_ACCOUNT_DEVICES", 30), 900),
     "code-send:account": (env_int("CAREGATE_SEND_LIMIT_PER_ACCOUNT", 10), 3600),
     "code-send:destination": (env_int("CAREGATE_SEND_LIMIT_PER_DESTINATION", 10), 3600),
     "code-send:client": (env_int("CAREGATE_SEND_LIMIT_PER_CLIENT", 30), 3600),

@@ -24,6 +24,7 @@ from caregate.verification import ratelimit
 
 SCOPE = "signin:account"
 DEVICE_SCOPE = "signin:device"
+DEVICES_SCOPE = "signin:account-devices"
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ def _budgets(typed: str, user: User | None, device: str = "") -> list[tuple[str,
     of them are counted in one round trip (ratelimit.hit_all), whichever they are.
     """
     if user is not None and device:
-        # caregate.security.devices: a stranger's guesses do not pause this browser.
-        return [(DEVICE_SCOPE, f"{user.pk}:{device}")]
+        # caregate.security.devices: a stranger's guesses do not pause this browser; all
+        # the account's browsers together have one budget more, whoever holds them.
+        return [(DEVICE_SCOPE, f"{user.pk}:{device}"), (DEVICES_SCOPE, f"account:{user.pk}")]
     account = f"account:{user.pk}" if user is not None else f"account:?{typed}"
     return [(SCOPE, f"typed:{typed}"), (SCOPE, account)]
 

@@ -12,8 +12,12 @@ up only the account's budget: the owner's browser keeps its own.
 The cookie opens nothing: it holds no secret of the account, skips no step, and only
 decides which budget an attempt counts against. It is signed with the secret key
 (django.core.signing), so it cannot be made for another account; each entry has its own
-age limit. One cookie holds the last few accounts signed in on the browser (a shared
-office PC).
+age limit, and a mark of the account's security state (the Remember Me fingerprint: a
+password reset, a new MFA registration or phone, a disabled account end every entry, as
+they end remembered browsers). All of an account's browsers together have one budget
+more (``signin:account-devices``): whoever minted entries with a stolen Remember Me token
+gets no more guesses from them than that. One cookie holds the last few accounts signed
+in on the browser (a shared office PC).
 """
 
 from __future__ import annotations
@@ -24,17 +28,24 @@ import time
 from django.conf import settings
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from caregate.accounts.models import User
+from caregate.verification.remember import fingerprint
 
 SALT = "caregate.security.devices"
 MAX_ACCOUNTS = 5  # entries per browser; the oldest goes first
 MAX_COOKIE_CHARS = 2048  # anything longer is not ours
 
 
-def _entries(request: HttpRequest) -> list[tuple[int, str, int]]:
-    """(account id, nonce, issued at) of the request's device cookie, each still young
-    enough; [] for no cookie, a bad signature or a malformed value."""
+def _mark(user: User) -> str:
+    """A short digest of the account's security state (not the fingerprint itself)."""
+    return salted_hmac(SALT, fingerprint(user), algorithm="sha256").hexdigest()[:20]
+
+
+def _entries(request: HttpRequest) -> list[tuple[int, str, int, str]]:
+    """(account id, nonce, issued at, mark) of the request's device cookie, each still
+    young enough; [] for no cookie, a bad signature or a malformed value."""
     raw = request.COOKIES.get(settings.CAREGATE_DEVICE_COOKIE, "")
     if not raw or len(raw) > MAX_COOKIE_CHARS:
         return []
@@ -47,12 +58,12 @@ def _entries(request: HttpRequest) -> list[tuple[int, str, int]]:
     for item in value if isinstance(value, list) else []:
         if (
             isinstance(item, list)
-            and len(item) == 3
+            and len(item) == 4
             and all(isinstance(part, int) for part in (item[0], item[2]))
-            and isinstance(item[1], str)
+            and all(isinstance(part, str) for part in (item[1], item[3]))
             and item[2] >= oldest
         ):
-            entries.append((item[0], item[1], item[2]))
+            entries.append((item[0], item[1], item[2], item[3]))
     return entries[-MAX_ACCOUNTS:]
 
 
@@ -60,13 +71,16 @@ def nonce_for(request: HttpRequest | None, user: User | None) -> str:
     """The nonce this browser holds for ``user``'s account, or "" (untrusted)."""
     if request is None or user is None:
         return ""
-    return next((nonce for pk, nonce, _ in _entries(request) if pk == user.pk), "")
+    entry = next((e for e in _entries(request) if e[0] == user.pk), None)
+    if entry is None or not constant_time_compare(entry[3], _mark(user)):
+        return ""  # none, or from before a password reset, new registration, disable...
+    return entry[1]
 
 
 def remember_device(request: HttpRequest, response: HttpResponse, user: User) -> None:
     """After a completed sign-in: this browser now has ``user``'s entry (a fresh nonce)."""
-    kept = [[pk, nonce, at] for pk, nonce, at in _entries(request) if pk != user.pk]
-    kept.append([user.pk, secrets.token_urlsafe(16), int(time.time())])
+    kept = [list(entry) for entry in _entries(request) if entry[0] != user.pk]
+    kept.append([user.pk, secrets.token_urlsafe(16), int(time.time()), _mark(user)])
     response.set_cookie(
         settings.CAREGATE_DEVICE_COOKIE,
         signing.dumps(kept[-MAX_ACCOUNTS:], salt=SALT, compress=True),

@@ -99,27 +99,42 @@ def test_a_cookie_for_one_account_does_not_help_against_another(email_user, make
     assert not passes(password_step(attacker_browser, victim.email, PASSWORD))
 
 
-def made_up(kind: str, pk: int) -> str:
-    entry = [[pk, "nonce", int(time.time())]]
+def made_up(kind: str, user: User) -> str:
+    pk = user.pk
+    entry = [[pk, "nonce", int(time.time()), devices._mark(user)]]
     return {
         "another salt": lambda: signing.dumps(entry, salt="another.salt"),
         "another key": lambda: signing.dumps(entry, key="not-the-secret-key", salt=devices.SALT),
-        "unsigned": lambda: signing.b64_encode(f'[[{pk},"nonce",1]]'.encode()).decode(),
+        "unsigned": lambda: signing.b64_encode(f'[[{pk},"nonce",1,"m"]]'.encode()).decode(),
         "too long": lambda: signing.dumps(entry, salt=devices.SALT) + "x" * 3000,
         "not a list": lambda: signing.dumps({"pk": pk, "nonce": "n"}, salt=devices.SALT),
         "bad entry": lambda: signing.dumps(
-            [[str(pk), "nonce", int(time.time())]], salt=devices.SALT
+            [[str(pk), "nonce", int(time.time()), devices._mark(user)]], salt=devices.SALT
+        ),
+        "old format": lambda: signing.dumps([[pk, "nonce", int(time.time())]], salt=devices.SALT),
+        "another state": lambda: signing.dumps(
+            [[pk, "nonce", int(time.time()), "0" * 20]], salt=devices.SALT
         ),
     }[kind]()
 
 
 @pytest.mark.parametrize(
-    "kind", ["another salt", "another key", "unsigned", "too long", "not a list", "bad entry"]
+    "kind",
+    [
+        "another salt",
+        "another key",
+        "unsigned",
+        "too long",
+        "not a list",
+        "bad entry",
+        "old format",
+        "another state",
+    ],
 )
 def test_a_made_up_cookie_is_no_device(email_user, settings, kind):
     stranger_spends_the_budget(email_user.email, settings)
     client = Client(REMOTE_ADDR="192.0.2.50")
-    client.cookies[COOKIE] = made_up(kind, email_user.pk)
+    client.cookies[COOKIE] = made_up(kind, email_user)
     assert not passes(password_step(client, email_user.email, PASSWORD))
 
 
@@ -128,7 +143,7 @@ def test_a_well_made_cookie_is_a_device(email_user, settings):
     stranger_spends_the_budget(email_user.email, settings)
     client = Client(REMOTE_ADDR="192.0.2.51")
     client.cookies[COOKIE] = signing.dumps(
-        [[email_user.pk, "nonce", int(time.time())]], salt=devices.SALT
+        [[email_user.pk, "nonce", int(time.time()), devices._mark(email_user)]], salt=devices.SALT
     )
     assert passes(password_step(client, email_user.email, PASSWORD))
 
@@ -177,7 +192,7 @@ def test_a_shared_pc_keeps_the_last_few_accounts(make_user):
     for user in users:
         assert email_login(client, user).url == "/home/"
         client.post("/logout/")
-    held = [pk for pk, _, _ in signing.loads(client.cookies[COOKIE].value, salt=devices.SALT)]
+    held = [e[0] for e in signing.loads(client.cookies[COOKIE].value, salt=devices.SALT)]
     assert held == [u.pk for u in users[-devices.MAX_ACCOUNTS :]]
 
 
@@ -215,3 +230,33 @@ def test_a_staff_sign_in_sets_no_device_cookie(rf, make_staff):
     request.session = SessionStore()
     response = sign_in(request, make_staff(), method=STAFF_METHOD, flow="staff-login")
     assert COOKIE not in SimpleCookie(response.cookies.output(header=""))
+
+
+def test_a_password_change_ends_every_browsers_entry(email_user, settings):
+    """The account's security state is in each entry: after a password reset (the one
+    that may follow a leak) an old browser's cookie is no device any more."""
+    browser = owners_browser(email_user)
+    email_user.set_password("A-New-Password-2026!")
+    email_user.save()
+    stranger_spends_the_budget(email_user.email, settings)
+    assert not passes(password_step(browser, email_user.email, "A-New-Password-2026!"))
+
+
+def test_all_of_an_accounts_browsers_share_one_budget_more(email_user, settings):
+    """Entries minted again and again (a stolen Remember Me token signs in without the
+    password) give no more guesses than the account's devices budget in all."""
+    settings.CAREGATE_RATE_LIMITS = {
+        **settings.CAREGATE_RATE_LIMITS,
+        "signin:device": (2, 900),
+        "signin:account-devices": (5, 900),
+    }
+    browsers = [owners_browser(email_user) for _ in range(4)]
+    checked = 0
+    for browser in browsers:
+        for _ in range(2):
+            with mock.patch.object(
+                User, "check_password", autospec=True, side_effect=User.check_password
+            ) as real:
+                password_step(browser, email_user.email, WRONG)
+            checked += real.call_count
+    assert checked == 5
