@@ -163,8 +163,10 @@ EMAIL_LOGIN = {
     # delivery marked sent is not read back by the worker either (was 20); the audit's
     # username comes from the flow (was 19: the user was read for it); the delivery row
     # is inserted already claimed and handed to the attempt (was 16: claim + two reads);
-    # +1: the advisory lock that lets one issue of a code run at a time (attack review 12)
-    "send": (14, 0, 2),
+    # +1: the advisory lock that lets one issue of a code run at a time (attack review 12);
+    # Redis 2 -> 3: the address's budget is counted after the sender's, only for a send
+    # they allowed (attack review 16: refused attempts used up the victim's budget)
+    "send": (14, 0, 3),
     # flow row, then one transaction (2): the code checked (locked) and used, and its
     # audit event (3); the flow row written (was 12: a user read and two transactions)
     "verify": (9, 0, 2),
@@ -184,8 +186,9 @@ PHONE_LOGIN = {
     "phone GET": (1, 0, 1),
     # was 21: the sent delivery is not read back; 20: user read; 17: claimed at insert;
     # 14: the page's delivery state is the row just queued (not read back); 13 + the
-    # advisory lock of one issue at a time
-    "send SMS": (14, 0, 2),
+    # advisory lock of one issue at a time; Redis 2 -> 3 as for "send" (the number's
+    # budget after the sender's)
+    "send SMS": (14, 0, 3),
     "verify SMS code": (22, 1, 5),  # the old session's copy dropped twice, as above
     "home GET": (4, 0, 1),
 }

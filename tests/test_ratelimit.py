@@ -243,3 +243,35 @@ def test_the_local_memory_fallback_counts_the_same(limits, frozen):
         assert ratelimit.hit("test:three", "y")
         assert not ratelimit.hit("test:three", "y")
         assert ratelimit.is_limited("test:three", "a")
+
+
+def test_client_addresses_are_counted_by_their_ipv6_64(settings):
+    """One host or site is given a whole IPv6 /64: each of its addresses is no one new."""
+    settings.CAREGATE_RATE_LIMITS = {**settings.CAREGATE_RATE_LIMITS, "t:client": (2, 60)}
+    now = 1_800_000_000.0
+    assert ratelimit.hit("t:client", "2001:db8:1:2::10", now=now)
+    assert ratelimit.hit("t:client", "2001:db8:1:2:ffff::1", now=now)
+    assert not ratelimit.hit("t:client", "2001:db8:1:2::abcd", now=now)  # the same /64
+    assert ratelimit.hit("t:client", "2001:db8:1:3::10", now=now)  # the next /64
+    # IPv4, also written as IPv6-mapped, is one address; other scopes are left alone.
+    assert ratelimit.hit("t:client", "192.0.2.1", now=now)
+    assert ratelimit.hit("t:client", "::ffff:192.0.2.1", now=now)
+    assert not ratelimit.hit("t:client", "192.0.2.1", now=now)
+    assert ratelimit._client_network("not an address") == "not an address"
+
+
+def test_hit_in_turn_counts_a_later_group_only_for_what_the_earlier_let_through(settings):
+    settings.CAREGATE_RATE_LIMITS = {
+        **settings.CAREGATE_RATE_LIMITS,
+        "t:sender": (1, 60),
+        "t:shared": (5, 60),
+    }
+    # One window throughout (hit_all reads the clock itself).
+    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
+        assert ratelimit.hit_in_turn([("t:sender", "me")], [("t:shared", "victim")])
+        for _ in range(10):  # refused by the sender's own budget
+            assert not ratelimit.hit_in_turn([("t:sender", "me")], [("t:shared", "victim")])
+        # The shared budget saw one event, not eleven.
+        for _ in range(4):
+            assert ratelimit.hit("t:shared", "victim")
+        assert not ratelimit.hit("t:shared", "victim")

@@ -19,6 +19,7 @@ outage is noted for the request (caregate.ops.faults), which then answers with t
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -48,7 +49,24 @@ def limit_for(scope: str) -> Limit:
     return Limit(count, window)
 
 
+def _client_network(identity: str) -> str:
+    """A client address as rate limits count it: an IPv6 address by its /64 (one host or
+    one site is given a whole /64, so each of its addresses is no one new), an IPv4 one
+    (also written as IPv6-mapped) as itself."""
+    try:
+        address = ipaddress.ip_address(identity.strip())
+    except ValueError:
+        return identity
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def _key(scope: str, identity: str, window: int, now: float) -> str:
+    if scope.endswith(":client"):
+        identity = _client_network(identity)
     # Hash the identity: emails and phone numbers do not belong in cache keys.
     digest = hashlib.sha256(identity.strip().lower().encode()).hexdigest()[:32]
     return f"rl:{scope}:{digest}:{int(now // window)}"
@@ -123,6 +141,19 @@ def is_limited(scope: str, identity: str, *, now: float | None = None) -> bool:
 def _unavailable(exc: BaseException) -> None:
     logger.warning("rate limits unavailable (cache error %s): refusing", type(exc).__name__)
     faults.note_outage("cache")
+
+
+def hit_in_turn(*groups: list[tuple[str, str]]) -> bool:
+    """Count each group of budgets (as hit_all does) only if every group before it let
+    the event through; False at the first group over its limit.
+
+    For sends: the sender's own budgets (account, client address) come first, and what a
+    send shares with others (its destination, a cap on everyone) is counted only for a
+    send they allowed. A refused attempt never reaches a message, so it must not use up
+    the victim number's or address's budget either: otherwise anyone could keep another
+    person's phone or mailbox from getting its sign-in codes without sending them one.
+    """
+    return all(hit_all(group) for group in groups)
 
 
 def hit_all(checks: list[tuple[str, str]]) -> bool:

@@ -156,16 +156,17 @@ class EmailCode:
             own["email"] = email_form.cleaned_data["email"]
         email = own.get("email", "")
         user_id = state.data.get("user_id")
-        budget = [
+        senders = [
             (f"{self.send_budget}:account", str(user_id or "")),
-            (f"{self.send_budget}:destination", email),
             (f"{self.send_budget}:client", client_ip(request)),
         ]
+        # The address's budget only for a send the sender's own allowed (hit_in_turn).
+        destination = [(f"{self.send_budget}:destination", email)]
         try:
             issued = self.verifier(state).issue(
                 "email",
                 email,
-                within_budget=lambda: ratelimit.hit_all(budget),
+                within_budget=lambda: ratelimit.hit_in_turn(senders, destination),
                 withhold=self.withholds(state),
             )
         except ResendCooldown as wait:

@@ -161,25 +161,33 @@ class PhoneChallenge:
 
     # -- sending --
     def _budget_ok(self, request: HttpRequest, state: FlowState, refused: list[str]) -> bool:
-        """SMS-pumping defence: sends and calls per number, account and client address,
-        and while enrolling (a number typed in, not one on record) a cap on all of them
-        together (phone-send:new-numbers)."""
-        within = ratelimit.hit_all(
-            [
-                ("phone-send:destination", self.phone(state, state.stage(self.key))),
-                ("phone-send:account", str(state.data.get("user_id") or "")),
-                ("phone-send:client", client_ip(request)),
-            ]
-        )
-        if not within or not self.enroll:
-            return within
-        # Counted only for a send the other limits let through: refused attempts from one
-        # account or address cannot use up everyone's allowance.
-        if ratelimit.hit(NEW_NUMBERS_SCOPE, "all"):
-            return True
-        logger.warning("sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE)
-        refused.append(NEW_NUMBERS_SCOPE)
-        return False
+        """SMS-pumping defence: sends and calls per account and client address, then,
+        while enrolling (a number typed in, not one on record), a cap on all of them
+        together (phone-send:new-numbers), then per number.
+
+        Each is counted only for a send the ones before it let through (hit_in_turn's
+        rule): a refused attempt cannot use up everyone's allowance, nor the typed
+        number's, which would keep its owner from getting sign-in codes (the attacker
+        review of session 16). The cap comes before the number for that reason too."""
+        senders = [
+            ("phone-send:account", str(state.data.get("user_id") or "")),
+            ("phone-send:client", client_ip(request)),
+        ]
+        if not ratelimit.hit_all(senders):
+            return False
+        number = self.phone(state, state.stage(self.key))
+        if self.enroll:
+            # A number already over its own budget is refused before the cap is counted
+            # (a read): attempts at such numbers cannot use up everyone's allowance.
+            if ratelimit.is_limited("phone-send:destination", number):
+                return False
+            if not ratelimit.hit(NEW_NUMBERS_SCOPE, "all"):
+                logger.warning(
+                    "sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE
+                )
+                refused.append(NEW_NUMBERS_SCOPE)
+                return False
+        return ratelimit.hit_all([("phone-send:destination", number)])
 
     def _issue(
         self, request: HttpRequest, state: FlowState, own: dict[str, Any], channel: str
