@@ -68,8 +68,10 @@ def reset(request: HttpRequest) -> HttpResponse:
     if request.method != "POST" or not form.is_valid():
         return render(request, "flows/registration_reset.html", {"form": form})
     username = form.cleaned_data["username"].strip()
-    allowed = ratelimit.hit_all(
-        [("link-request:client", client_ip(request)), ("link-request:account", username)]
+    # The username's budget only for a request this address's allowed: refused requests
+    # from one address cannot keep someone else's reset link from them (hit_in_turn).
+    allowed = ratelimit.hit_in_turn(
+        [("link-request:client", client_ip(request))], [("link-request:account", username)]
     )
     user = _resettable(User.objects.with_username(username)).first() if allowed else None
     outcome = "throttled"

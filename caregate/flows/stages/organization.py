@@ -98,12 +98,11 @@ class OrganizationStage:
         address = client_ip(request)
         # Per NPI *and* address: a stranger's wrong codes cannot lock an organization out
         # of registering; the higher per-NPI ceiling still stops guessing from many places.
-        allowed = ratelimit.hit_all(
-            [
-                ("registration:client", address),
-                ("registration:npi", f"{identifier}|{address}"),
-                ("registration:npi-all", identifier),
-            ]
+        # That ceiling counts only attempts this address's budgets let through (a refused
+        # one checks no code): one address cannot keep the organization paused alone.
+        allowed = ratelimit.hit_in_turn(
+            [("registration:client", address), ("registration:npi", f"{identifier}|{address}")],
+            [("registration:npi-all", identifier)],
         )
         if not allowed:
             record("registration.organization", "throttled", request=request)
