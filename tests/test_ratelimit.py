@@ -257,7 +257,7 @@ def test_client_addresses_are_counted_by_their_ipv6_64(settings):
     assert ratelimit.hit("t:client", "192.0.2.1", now=now)
     assert ratelimit.hit("t:client", "::ffff:192.0.2.1", now=now)
     assert not ratelimit.hit("t:client", "192.0.2.1", now=now)
-    assert ratelimit._client_network("not an address") == "not an address"
+    assert ratelimit.client_network("not an address") == "not an address"
 
 
 def test_hit_in_turn_counts_a_later_group_only_for_what_the_earlier_let_through(settings):

@@ -49,10 +49,16 @@ def limit_for(scope: str) -> Limit:
     return Limit(count, window)
 
 
-def _client_network(identity: str) -> str:
+# NAT64's well-known prefix and the local-use one (RFC 6052, RFC 8215), with the IPv4
+# address in the last 32 bits (the /96 form): each such client is its IPv4 address.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def client_network(identity: str) -> str:
     """A client address as rate limits count it: an IPv6 address by its /64 (one host or
     one site is given a whole /64, so each of its addresses is no one new), an IPv4 one
-    (also written as IPv6-mapped) as itself."""
+    (also written IPv6-mapped, or translated by NAT64) as itself. Anything else (no
+    address at all) as it is."""
     try:
         address = ipaddress.ip_address(identity.strip())
     except ValueError:
@@ -60,13 +66,15 @@ def _client_network(identity: str) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
+        if any(address in prefix for prefix in _NAT64):
+            return str(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
 
 
 def _key(scope: str, identity: str, window: int, now: float) -> str:
     if scope.endswith(":client"):
-        identity = _client_network(identity)
+        identity = client_network(identity)
     # Hash the identity: emails and phone numbers do not belong in cache keys.
     digest = hashlib.sha256(identity.strip().lower().encode()).hexdigest()[:32]
     return f"rl:{scope}:{digest}:{int(now // window)}"
@@ -124,6 +132,24 @@ def _incr_in_cache(key: str, limit: Limit) -> int:
     except ValueError:  # expired between add and incr
         cache.add(key, 1, timeout=limit.window + 1)
         return 1
+
+
+def moment() -> float:
+    """The rate limits' clock (one window for a hit and its refund)."""
+    return time.time()
+
+
+def refund(scope: str, identity: str, *, now: float) -> None:
+    """Take back one event counted at ``now`` (hit's), for an attempt a later budget
+    refused after all: it sent nothing, so it must not have used up this budget."""
+    limit = limit_for(scope)
+    key = _key(scope, identity, limit.window, now)
+    try:
+        cache.decr(key)
+    except ValueError:  # gone meanwhile (expired): nothing left to take back
+        return
+    except CACHE_ERRORS as exc:
+        _unavailable(exc)
 
 
 def is_limited(scope: str, identity: str, *, now: float | None = None) -> bool:

@@ -156,8 +156,11 @@ class EmailCode:
             own["email"] = email_form.cleaned_data["email"]
         email = own.get("email", "")
         user_id = state.data.get("user_id")
+        # An address with no account counts a key of its own in the account's place, so
+        # both make the same round trips whichever budget refuses (no tell: Forgot
+        # password asks for any address).
         senders = [
-            (f"{self.send_budget}:account", str(user_id or "")),
+            (f"{self.send_budget}:account", str(user_id) if user_id else f"?{email}"),
             (f"{self.send_budget}:client", client_ip(request)),
         ]
         # The address's budget only for a send the sender's own allowed (hit_in_turn).

@@ -101,7 +101,11 @@ class OrganizationStage:
         # That ceiling counts only attempts this address's budgets let through (a refused
         # one checks no code): one address cannot keep the organization paused alone.
         allowed = ratelimit.hit_in_turn(
-            [("registration:client", address), ("registration:npi", f"{identifier}|{address}")],
+            [
+                ("registration:client", address),
+                # The address as the :client budgets count it (an IPv6 /64 is one).
+                ("registration:npi", f"{identifier}|{ratelimit.client_network(address)}"),
+            ],
             [("registration:npi-all", identifier)],
         )
         if not allowed:

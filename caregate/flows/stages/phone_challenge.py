@@ -168,7 +168,8 @@ class PhoneChallenge:
         Each is counted only for a send the ones before it let through (hit_in_turn's
         rule): a refused attempt cannot use up everyone's allowance, nor the typed
         number's, which would keep its owner from getting sign-in codes (the attacker
-        review of session 16). The cap comes before the number for that reason too."""
+        review of session 16). The cap comes before the number for that reason too, and
+        gets its unit back when the number refuses after all."""
         senders = [
             ("phone-send:account", str(state.data.get("user_id") or "")),
             ("phone-send:client", client_ip(request)),
@@ -176,18 +177,20 @@ class PhoneChallenge:
         if not ratelimit.hit_all(senders):
             return False
         number = self.phone(state, state.stage(self.key))
-        if self.enroll:
-            # A number already over its own budget is refused before the cap is counted
-            # (a read): attempts at such numbers cannot use up everyone's allowance.
-            if ratelimit.is_limited("phone-send:destination", number):
-                return False
-            if not ratelimit.hit(NEW_NUMBERS_SCOPE, "all"):
-                logger.warning(
-                    "sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE
-                )
-                refused.append(NEW_NUMBERS_SCOPE)
-                return False
-        return ratelimit.hit_all([("phone-send:destination", number)])
+        destination = [("phone-send:destination", number)]
+        if not self.enroll:
+            return ratelimit.hit_all(destination)
+        counted_at = ratelimit.moment()
+        if not ratelimit.hit(NEW_NUMBERS_SCOPE, "all", now=counted_at):
+            logger.warning("sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE)
+            refused.append(NEW_NUMBERS_SCOPE)
+            return False
+        if ratelimit.hit_all(destination):
+            return True
+        # The number was over its own budget: nothing is sent, so the cap gets its unit
+        # back (two enrolments of one number at once cannot both spend it either).
+        ratelimit.refund(NEW_NUMBERS_SCOPE, "all", now=counted_at)
+        return False
 
     def _issue(
         self, request: HttpRequest, state: FlowState, own: dict[str, Any], channel: str
