@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from unittest import mock
 
 import pytest
 from django.core.cache import cache
@@ -34,6 +35,19 @@ def _test_argon2_cost(request, settings) -> None:
     if request.node.get_closest_marker("deployment_argon2") is None:
         settings.CAREGATE_ARGON2_MEMORY_KIB = 1024
         settings.CAREGATE_ARGON2_TIME_COST = 1
+
+
+RATE_LIMIT_MOMENT = 1_800_000_000.0
+
+
+@pytest.fixture
+def one_rate_limit_window() -> Iterator[None]:
+    """Hold the rate limits' clock still, so no window boundary splits a test that counts
+    a budget (use it with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    from caregate.verification import ratelimit
+
+    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: RATE_LIMIT_MOMENT)):
+        yield
 
 
 @pytest.fixture(autouse=True)

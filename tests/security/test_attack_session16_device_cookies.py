@@ -48,20 +48,13 @@ from tests.conftest import PASSWORD
 from tests.phone_steps import email_login, start, text
 from tests.test_forgot_password import NEW, new_password, verify_email
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_rate_limit_window")]
 WRONG = "Not-The-Password-0"
 COOKIE = django_settings.CAREGATE_DEVICE_COOKIE
 REMEMBER = django_settings.CAREGATE_REMEMBER_COOKIE
 CREDENTIALS = "/email-login/credentials/"
 CODE_PAGE = "/email-login/email-code/"
 _addresses = (f"198.51.100.{n % 250}" for n in itertools.count(1))
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    """Hold the rate-limit clock still so no 15-minute window boundary splits a test."""
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
 
 
 def password_step(client: Client, email: str, password: str):

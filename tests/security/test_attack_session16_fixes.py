@@ -62,16 +62,10 @@ from tests.test_my_account import (
     signed_in_as,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_rate_limit_window")]
 COOKIE = django_settings.CAREGATE_DEVICE_COOKIE
 WRONG = "Not-The-Password-0"
 CAP = "phone-send:new-numbers"
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
 
 
 def words(response) -> str:

@@ -62,18 +62,13 @@ from tests.test_my_account import (
     signed_in_as,
 )
 
+pytestmark = pytest.mark.usefixtures("one_rate_limit_window")
+
 MFA_PHONE = "/mfa-registration/phone/"
 FORGOT_PHONE = "/forgot-password/phone/"
 CAP = "phone-send:new-numbers"
 VICTIM = "+12025550143"  # a phone user's number on record
 VICTIM_TYPED = "202-555-0143"
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    """Hold the rate-limit clock still so no hourly window boundary splits a test."""
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
 
 
 def limits(

@@ -27,19 +27,12 @@ from caregate.verification import ratelimit
 from tests.conftest import PASSWORD
 from tests.phone_steps import email_login
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_rate_limit_window")]
 WRONG = "Not-The-Password-0"
 COOKIE = django_settings.CAREGATE_DEVICE_COOKIE
 CREDENTIALS = "/email-login/credentials/"
 CODE_PAGE = "/email-login/email-code/"
 _addresses = (f"203.0.113.{n}" for n in itertools.count(1))
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    """Hold the rate-limit clock still so no 15-minute window boundary splits a test."""
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
 
 
 def owners_browser(user: User) -> Client:

@@ -24,15 +24,8 @@ from caregate.verification import ratelimit
 from tests.conftest import PASSWORD
 from tests.registration_steps import choose, create_password, section1_login, verify_email
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_rate_limit_window")]
 PHONE_STAGE = "/mfa-registration/phone/"
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    """Hold the rate-limit clock still so no hourly window boundary splits a test."""
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
 
 
 def caps(settings, *, new_numbers: int, account: int = 100) -> None:

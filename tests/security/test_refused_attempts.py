@@ -11,7 +11,6 @@ sign-in codes. (The phone sends' version is in test_attack_session16_sms_cap.py.
 from __future__ import annotations
 
 import html
-from unittest import mock
 
 import pytest
 from django.test import Client
@@ -20,18 +19,11 @@ from caregate.audit.models import AuditEvent
 from caregate.delivery.models import OutboxMessage
 from caregate.flows.stages.email_code import TOO_MANY_SENDS
 from caregate.flows.stages.organization import TOO_MANY
-from caregate.verification import ratelimit
 from tests.conftest import PASSWORD
 from tests.phone_steps import email_login
 from tests.registration_steps import choose, section1_login
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _one_window():
-    with mock.patch.object(ratelimit, "time", mock.Mock(time=lambda: 1_800_000_000.0)):
-        yield
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_rate_limit_window")]
 
 
 def limits(settings, **scopes: tuple[int, int]) -> None:
