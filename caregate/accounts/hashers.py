@@ -33,7 +33,7 @@ from django.contrib.auth.hashers import (
 from django.core.cache import cache
 
 # How long "how much legacy work do the wrapped hashes take?" is remembered; import_users
-# and the wrapping migration forget it at once.
+# stores it anew after its commit, and the wrapping migration forgets it.
 _PRESENCE_SECONDS = 300
 
 
