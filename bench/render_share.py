@@ -24,15 +24,10 @@ import _common as c
 import _query_counts as q
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--logins", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=5)
-    args = parser.parse_args()
-    print(f"render_share {c.stamp()}: {args.logins} logins in-process, {args.warmup} warm-up")
-    var_dir = c.temp_dir("render-share-")
-    env = c.caregate_env(smtp_port=c.free_port(), var_dir=var_dir)
-    c.prepare_caregate(env, args.logins + args.warmup + 1)
+def setup(logins: int) -> None:
+    """A SQLite default of its own with ``logins`` bench users, and Django set up on it."""
+    env = c.caregate_env(smtp_port=c.free_port(), var_dir=c.temp_dir("render-share-"))
+    c.prepare_caregate(env, logins)
     os.environ.update(env)
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
@@ -42,18 +37,22 @@ def main() -> None:
 
     django.setup()
     from django.conf import settings
-    from django.contrib.auth.hashers import make_password
     from django.core import mail
-    from django.template.backends.django import Template
-    from django.test import Client
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     mail.outbox = []
+
+
+def time_renders() -> list[float]:
+    """Wrap the Django backend's Template.render; the returned cell sums the thread CPU
+    of the outermost renders (a form widget drawn inside a page is part of the page)."""
+    from django.template.backends.django import Template
+
     render = Template.render
     depth = [0]
     spent = [0.0]
 
-    def timed_render(self, context=None, request=None):  # noqa: ANN001, ANN202
+    def timed_render(self, context=None, request=None):
         depth[0] += 1
         began = time.thread_time()
         try:
@@ -64,10 +63,17 @@ def main() -> None:
                 spent[0] += time.thread_time() - began
 
     Template.render = timed_render
+    return spent
+
+
+def run_logins(count: int, warmup: int, spent: list[float]) -> tuple[dict, dict]:
+    """Per step: (request CPU, rendering CPU), in seconds summed over the measured logins."""
+    from django.core import mail
+    from django.test import Client
+
     step_cpu: dict[str, float] = {}
     step_render: dict[str, float] = {}
-    for n in range(args.warmup + args.logins):
-        measured = n >= args.warmup
+    for n in range(warmup + count):
         mail.outbox.clear()
         client = Client(SERVER_NAME="127.0.0.1")
         for name, send in q.caregate_flow(client, n):
@@ -76,14 +82,22 @@ def main() -> None:
             response = send()
             cpu = time.thread_time() - began
             assert response.status_code in (200, 302), (name, response.status_code)
-            if measured:
+            if n >= warmup:
                 step_cpu[name] = step_cpu.get(name, 0.0) + cpu
                 step_render[name] = step_render.get(name, 0.0) + spent[0]
+    return step_cpu, step_render
+
+
+def one_hash() -> float:
+    from django.contrib.auth.hashers import make_password
+
     began = time.thread_time()
     for _ in range(21):
         make_password(q.PASSWORD)
-    verify = (time.thread_time() - began) / 21
-    logins = args.logins
+    return (time.thread_time() - began) / 21
+
+
+def report(step_cpu: dict, step_render: dict, logins: int, verify: float) -> None:
     print(f"one Argon2id hash (make_password, in-process): {verify * 1000:.1f} ms CPU")
     print()
     print(f"{'step':<18}{'CPU ms':>9}{'render ms':>11}{'share':>8}")
@@ -100,6 +114,18 @@ def main() -> None:
         f"{rendered / (verify * 1000):.2f} verifies a login; an engine k times faster "
         f"saves {rendered:.1f} x (1 - 1/k) ms ({rendered * 0.75:.1f} ms at k = 4)"
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--logins", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args()
+    print(f"render_share {c.stamp()}: {args.logins} logins in-process, {args.warmup} warm-up")
+    setup(args.logins + args.warmup + 1)
+    spent = time_renders()
+    step_cpu, step_render = run_logins(args.logins, args.warmup, spent)
+    report(step_cpu, step_render, args.logins, one_hash())
 
 
 if __name__ == "__main__":
