@@ -16,10 +16,8 @@ and scrypt hashes stored by an import before f3c26ff still cost their own work.)
 
 from __future__ import annotations
 
-import io
 import types
 from collections import Counter
-from pathlib import Path
 
 import argon2
 import pytest
@@ -27,7 +25,7 @@ import redis.connection
 from django.contrib.auth import authenticate
 from django.contrib.auth import hashers as django_hashers
 from django.core.cache import cache, caches
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.test import Client
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -42,6 +40,7 @@ from tests.security.test_timing import (
     LEGACY_PASSWORD,
     WRONG,
     Work,
+    import_hash,
     import_legacy_user,
     one_argon2_and_the_legacy_work,
 )
@@ -52,14 +51,7 @@ KEY = "caregate:wrapped-work:argon2_pbkdf2_sha256"
 Wrapped = Argon2WrappedPBKDF2PasswordHasher
 
 
-def _import_csv(tmp_path: Path, org, username: str, password_hash: str) -> User:
-    path = tmp_path / f"{username}.csv"
-    path.write_text(
-        "username,email,first_name,last_name,organization_npi,password_hash\n"
-        f'{username},{username}@clinic.example,Ima,Ported,{org.npi},"{password_hash}"\n'
-    )
-    call_command("import_users", str(path), stdout=io.StringIO())
-    return User.objects.get(username=username)
+_import_csv = import_hash  # one user, its password_hash as given
 
 
 def _store(make_user, username: str, encoded: str) -> User:

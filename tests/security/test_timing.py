@@ -77,16 +77,21 @@ def work(monkeypatch) -> Iterator[Callable[[Callable[[], object]], Work]]:
     yield measure
 
 
-def import_legacy_user(tmp_path: Path, org, username: str, iterations: int | None = None):
-    hasher = django_hashers.PBKDF2PasswordHasher()
-    legacy = hasher.encode(LEGACY_PASSWORD, hasher.salt(), iterations)
+def import_hash(tmp_path: Path, org, username: str, password_hash: str) -> User:
+    """One user imported by import_users with ``password_hash`` as it is given."""
     path = tmp_path / f"{username}.csv"
     path.write_text(
         "username,email,first_name,last_name,organization_npi,password_hash\n"
-        f"{username},{username}@clinic.example,Ima,Ported,{org.npi},{legacy}\n"
+        f'{username},{username}@clinic.example,Ima,Ported,{org.npi},"{password_hash}"\n'
     )
     call_command("import_users", str(path), stdout=io.StringIO())
     return User.objects.get(username=username)
+
+
+def import_legacy_user(tmp_path: Path, org, username: str, iterations: int | None = None):
+    hasher = django_hashers.PBKDF2PasswordHasher()
+    legacy = hasher.encode(LEGACY_PASSWORD, hasher.salt(), iterations)
+    return import_hash(tmp_path, org, username, legacy)
 
 
 def one_argon2_and_the_legacy_work(settings, iterations: int | None = None) -> Work:

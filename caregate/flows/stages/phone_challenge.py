@@ -174,12 +174,11 @@ class PhoneChallenge:
             ("phone-send:account", str(state.data.get("user_id") or "")),
             ("phone-send:client", client_ip(request)),
         ]
+        destination = [("phone-send:destination", self.phone(state, state.stage(self.key)))]
+        if not self.enroll:
+            return ratelimit.hit_in_turn(senders, destination)
         if not ratelimit.hit_all(senders):
             return False
-        number = self.phone(state, state.stage(self.key))
-        destination = [("phone-send:destination", number)]
-        if not self.enroll:
-            return ratelimit.hit_all(destination)
         counted_at = ratelimit.moment()
         if not ratelimit.hit(NEW_NUMBERS_SCOPE, "all", now=counted_at):
             logger.warning("sends to new phone numbers are over their cap (%s)", NEW_NUMBERS_SCOPE)
